@@ -1,0 +1,337 @@
+"""aiaas automation: every check CI runs is a nox session you can run locally.
+
+    nox -l                      list the sessions
+    nox -s tests                every package and example, each in its own virtualenv
+    nox -s tests benchmarks     tests, then the benchmark suites
+    nox -s lint typecheck       static checks
+
+Packages (``packages/*``) and examples (``examples/*``) are discovered by folder: a folder with a
+``pyproject.toml`` is a project, so adding one needs no edit here. Each project is installed with
+only its declared dependencies (sibling aiaas packages from their local folders), so a missing
+dependency fails its tests. Test-only dependencies are the project's ``[dependency-groups] test``;
+the line coverage a package must reach is its ``[tool.aiaas] coverage-min``.
+
+Installs are pinned by ``constraints/ci.txt``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+PACKAGES_DIR = ROOT / "packages"
+EXAMPLES_DIR = ROOT / "examples"
+BENCHMARKS_DIR = ROOT / "benchmarks"
+TOOLS_DIR = ROOT / "tools"
+WORKFLOWS_DIR = ROOT / ".github" / "workflows"
+CONSTRAINTS = ROOT / "constraints" / "ci.txt"
+BENCHMARK_RESULTS = ROOT / ".benchmarks"
+SCRATCH = ROOT / ".nox" / "_scratch"
+
+PYTHON = "3.11"
+DEFAULT_COVERAGE_MIN = 80
+TEST_TOOLS = ["pytest", "pytest-cov", "pytest-asyncio", "hypothesis"]
+LINT_TOOLS = ["ruff", "check-jsonschema", "zizmor"]
+TYPECHECK_TOOLS = ["mypy"]
+BENCHMARK_TOOLS = ["pytest", "pytest-asyncio", "pytest-benchmark", "hypothesis"]
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.error_on_missing_interpreters = True
+
+sys.path.insert(0, str(TOOLS_DIR))
+import ci_metrics  # noqa: E402  (tools/ is not a package; stdlib only)
+
+
+# --- discovery ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str  # distribution name, e.g. aiaas-core
+    path: Path
+    kind: str  # "package" or "example"
+    module: str
+    dependencies: tuple[str, ...]  # requirement strings
+    test_requirements: tuple[str, ...]
+    coverage_min: int
+
+    @property
+    def rel(self) -> str:
+        return str(self.path.relative_to(ROOT))
+
+
+_REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def _req_name(requirement: str) -> str:
+    match = _REQ_NAME.match(requirement)
+    if match is None:
+        raise ValueError(f"cannot read a distribution name from requirement {requirement!r}")
+    return match.group(1).lower().replace("_", "-")
+
+
+def _load_project(path: Path, kind: str) -> Project:
+    data = tomllib.loads((path / "pyproject.toml").read_text())
+    meta = data["project"]
+    aiaas = data.get("tool", {}).get("aiaas", {})
+    group = data.get("dependency-groups", {}).get("test", [])
+    return Project(
+        name=meta["name"],
+        path=path,
+        kind=kind,
+        module=aiaas.get("module", meta["name"].replace("-", "_")),
+        dependencies=tuple(meta.get("dependencies", [])),
+        test_requirements=tuple(r for r in group if isinstance(r, str)),
+        coverage_min=int(aiaas.get("coverage-min", DEFAULT_COVERAGE_MIN)),
+    )
+
+
+def discover() -> dict[str, Project]:
+    found: dict[str, Project] = {}
+    for folder, kind in ((PACKAGES_DIR, "package"), (EXAMPLES_DIR, "example")):
+        if not folder.is_dir():
+            continue
+        for path in sorted(p for p in folder.iterdir() if (p / "pyproject.toml").is_file()):
+            project = _load_project(path, kind)
+            found[project.name] = project
+    return found
+
+
+PROJECTS = discover()
+
+
+def local_closure(project: Project) -> list[Project]:
+    """The sibling aiaas projects ``project`` depends on, transitively (dependencies first)."""
+    ordered: list[Project] = []
+    seen: set[str] = set()
+
+    def visit(p: Project) -> None:
+        for req in p.dependencies:
+            dep = PROJECTS.get(_req_name(req))
+            if dep is not None and dep.name not in seen:
+                seen.add(dep.name)
+                visit(dep)
+                ordered.append(dep)
+
+    visit(project)
+    return ordered
+
+
+def _constraints() -> list[str]:
+    return ["-c", str(CONSTRAINTS)] if CONSTRAINTS.is_file() else []
+
+
+def install_projects(session: nox.Session, projects: list[Project], *extra: str) -> None:
+    """Install projects from their folders (non-editable: what users get) plus extra requirements."""
+    paths = [p.rel for p in projects]
+    session.install(*_constraints(), *paths, *extra)
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def recorded(session: nox.Session, junit: list[Path] | None = None) -> Iterator[dict[str, str]]:
+    """Record the session's outcome, duration and test counts in the metrics store."""
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    note: dict[str, str] = {}
+    status = "failed"
+    for path in junit or []:
+        path.unlink(missing_ok=True)
+    try:
+        yield note
+        status = "passed"
+    finally:
+        counts = ci_metrics.junit_counts(junit or [])
+        if junit is None and "checks" in note:
+            ok, bad = (int(x) for x in note["checks"].split("/"))
+            counts = ci_metrics.Counts(passed=ok, failed=bad)
+        try:
+            ci_metrics.record(
+                session.name,
+                status=status,
+                started_at=started,
+                duration_s=time.perf_counter() - t0,
+                counts=counts,
+                detail=note.get("detail"),
+            )
+        except Exception as exc:  # noqa: BLE001 - metrics must never fail the build
+            session.warn(f"could not record metrics: {exc}")
+
+
+# --- sessions -----------------------------------------------------------------------------------
+
+
+def _readme_python_blocks(readme: Path) -> str:
+    blocks = re.findall(r"^```python\n(.*?)^```", readme.read_text(), flags=re.S | re.M)
+    return "\n\n".join(blocks)
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("project", [*PROJECTS, "tools"])
+def tests(session: nox.Session, project: str) -> None:
+    """Run a project's tests with coverage enforced, then its README quick start."""
+    junit = SCRATCH / f"junit-{project}.xml"
+    junit.parent.mkdir(parents=True, exist_ok=True)
+    env = {"COVERAGE_FILE": str(Path(session.virtualenv.location) / ".coverage")}
+    with recorded(session, [junit]):
+        if project == "tools":
+            session.install(*_constraints(), *TEST_TOOLS)
+            session.run(
+                "pytest",
+                "tools/tests",
+                "--cov=ci_metrics",
+                "--cov=bench_summary",
+                "--cov-report=term-missing",
+                "--cov-fail-under=85",
+                f"--junitxml={junit}",
+                "-p",
+                "no:cacheprovider",
+                env={**env, "PYTHONPATH": str(TOOLS_DIR)},
+            )
+            return
+        proj = PROJECTS[project]
+        install_projects(
+            session, [*local_closure(proj), proj], *proj.test_requirements, *TEST_TOOLS
+        )
+        session.run(
+            "pytest",
+            f"{proj.rel}/tests",
+            f"--cov={proj.module}",
+            "--cov-report=term-missing",
+            f"--cov-fail-under={proj.coverage_min}",
+            f"--junitxml={junit}",
+            "-p",
+            "no:cacheprovider",
+            *session.posargs,
+            env=env,
+        )
+        code = _readme_python_blocks(proj.path / "README.md")
+        if code:
+            session.log(f"running the quick start of {proj.rel}/README.md")
+            workdir = Path(session.create_tmp())
+            script = workdir / "quickstart.py"
+            script.write_text(code)
+            with session.chdir(workdir):
+                session.run("python", str(script))
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and format, package hygiene, and the CI workflows (schema and security audit)."""
+    workflows = sorted(str(p) for p in WORKFLOWS_DIR.glob("*.yml"))
+    checks = [
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        ["python", "tools/check_projects.py"],
+        ["check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows],
+        ["zizmor", "--offline", "--min-severity", "low", str(WORKFLOWS_DIR)],
+    ]
+    with recorded(session) as note:
+        session.install(*_constraints(), *LINT_TOOLS)
+        failed = []
+        for cmd in checks:
+            try:
+                session.run(*cmd)
+            except nox.command.CommandFailed:
+                failed.append(cmd[0] if cmd[0] != "python" else cmd[1])
+        note["checks"] = f"{len(checks) - len(failed)}/{len(failed)}"
+        if failed:
+            note["detail"] = "failed: " + ", ".join(failed)
+            session.error(f"lint failed: {', '.join(failed)}")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over every package's and example's src/."""
+    projects = list(PROJECTS.values())
+    session.install(*_constraints(), *TYPECHECK_TOOLS, "types-PyYAML")
+    # Editable, so mypy sees one copy of each module: the files it checks.
+    session.install(*_constraints(), *[a for p in projects for a in ("-e", p.rel)])
+    session.run("mypy", *[f"{p.rel}/src" for p in projects])
+
+
+@nox.session(python=PYTHON)
+def benchmarks(session: nox.Session) -> None:
+    """pytest-benchmark suites in benchmarks/, saved under .benchmarks/ and summarised."""
+    BENCHMARK_RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = BENCHMARK_RESULTS / f"{stamp}.json"
+    junit = SCRATCH / "junit-benchmarks.xml"
+    junit.parent.mkdir(parents=True, exist_ok=True)
+    extra = BENCHMARKS_DIR / "requirements.txt"
+    with recorded(session, [junit]):
+        install_projects(
+            session,
+            [p for p in PROJECTS.values() if p.kind == "package"],
+            *BENCHMARK_TOOLS,
+            *(["-r", str(extra)] if extra.is_file() else []),
+        )
+        session.run(
+            "pytest",
+            str(BENCHMARKS_DIR),
+            f"--benchmark-json={out}",
+            "--benchmark-columns=min,median,mean,stddev,ops,rounds",
+            f"--junitxml={junit}",
+            "-p",
+            "no:cacheprovider",
+            *session.posargs,
+        )
+        latest = BENCHMARK_RESULTS / "latest.json"
+        shutil.copyfile(out, latest)
+        session.run("python", "tools/bench_summary.py", str(out))
+        session.log(f"results: {out.relative_to(ROOT)} (also .benchmarks/latest.json)")
+
+
+@nox.session(python=PYTHON)
+def lock(session: nox.Session) -> None:
+    """Re-resolve every dependency (projects, test groups, tools) and rewrite constraints/ci.txt."""
+    projects = list(PROJECTS.values())
+    extra = BENCHMARKS_DIR / "requirements.txt"
+    tests_needed = [r for p in projects for r in p.test_requirements]
+    session.install(
+        *[p.rel for p in projects],
+        *tests_needed,
+        *TEST_TOOLS,
+        *LINT_TOOLS,
+        *TYPECHECK_TOOLS,
+        *BENCHMARK_TOOLS,
+        "types-PyYAML",
+        "nox",
+        *(["-r", str(extra)] if extra.is_file() else []),
+    )
+    frozen = session.run("python", "-m", "pip", "freeze", "--all", silent=True)
+    assert isinstance(frozen, str)
+    ours = {p.name for p in projects}
+    keep = sorted(
+        (line for line in frozen.splitlines() if "==" in line and _req_name(line) not in ours),
+        key=str.lower,
+    )
+    keep = [line for line in keep if _req_name(line) not in {"pip", "setuptools", "wheel"}]
+    CONSTRAINTS.parent.mkdir(exist_ok=True)
+    CONSTRAINTS.write_text(
+        "# Pinned versions for every CI install. Regenerate with `nox -s lock`.\n"
+        "# torch stays at the CPU build that lies on the CI machines' disk (no CUDA download).\n"
+        + "\n".join(keep)
+        + "\n"
+    )
+    session.log(f"wrote {len(keep)} pins to {CONSTRAINTS.relative_to(ROOT)}")
+
+
+@nox.session(python=False)
+def metrics(session: nox.Session) -> None:
+    """Trends and failure history of recorded tests/benchmarks/lint runs (last 30 days)."""
+    session.run(sys.executable, str(TOOLS_DIR / "ci_metrics.py"), "report", *session.posargs)
+

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aiaas_core import (
+    Actor,
+    accept_request_id,
+    get_actor,
+    get_request_id,
+    get_span_id,
+    get_trace_id,
+    new_request_id,
+    request_context,
+    set_actor,
+    set_trace,
+)
+from aiaas_core._context import REQUEST_ID_PATTERN
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN = "00f067aa0ba902b7"
+
+
+def test_new_request_ids_are_unique_and_well_formed() -> None:
+    ids = {new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(REQUEST_ID_PATTERN.fullmatch(i) for i in ids)
+
+
+@pytest.mark.parametrize(
+    "good", ["abcdefgh", "req-12345678", "0af7651916cd43dd8448eb211c80319c", "a" * 128, "a.b_c:d-e9"]
+)
+def test_well_formed_inbound_ids_are_kept(good: str) -> None:
+    assert accept_request_id(good) == good
+    assert accept_request_id(good.encode()) == good
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [None, "", "short", "a" * 129, "has space 123", "-leading-dash", "new\nline1234", "ünïcödé1234",
+     b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8", "x" * 10_000],
+)
+def test_malformed_inbound_ids_are_replaced(bad: str | bytes | None) -> None:
+    rid = accept_request_id(bad)
+    assert rid != bad
+    assert REQUEST_ID_PATTERN.fullmatch(rid)
+
+
+@given(st.text(max_size=300))
+def test_accepted_ids_are_always_safe_for_logs(value: str) -> None:
+    rid = accept_request_id(value)
+    assert REQUEST_ID_PATTERN.fullmatch(rid)
+    assert rid == value or len(rid) == 32
+
+
+def test_request_context_sets_and_restores() -> None:
+    actor = Actor("svc-a", ["platform-engineer"], kind="service")
+    assert get_request_id() is None
+    with request_context("outer-123456", trace_id=TRACE, span_id=SPAN, actor=actor) as rid:
+        assert rid == "outer-123456"
+        assert (get_request_id(), get_trace_id(), get_span_id(), get_actor()) == (rid, TRACE, SPAN, actor)
+        with request_context(None) as inner:
+            assert get_request_id() == inner != rid
+            assert get_actor() is None
+        assert get_request_id() == rid
+        assert get_actor() == actor
+    assert (get_request_id(), get_trace_id(), get_span_id(), get_actor()) == (None, None, None, None)
+
+
+def test_set_actor_and_set_trace_inside_a_request() -> None:
+    with request_context():
+        set_actor(Actor("u1", ("read-only",)))
+        set_trace(TRACE, SPAN)
+        assert get_actor() == Actor("u1", ("read-only",))
+        assert get_trace_id() == TRACE
+    assert get_actor() is None
+
+
+@pytest.mark.parametrize(("trace", "span"), [("XYZ", None), (TRACE.upper(), None), (TRACE, "123")])
+def test_malformed_trace_ids_are_refused(trace: str, span: str | None) -> None:
+    with pytest.raises(ValueError, match="hex"):
+        set_trace(trace, span)
+    with pytest.raises(ValueError, match="hex"), request_context(trace_id=trace, span_id=span):
+        pass
+
+
+async def test_concurrent_requests_do_not_see_each_other() -> None:
+    async def handle(n: int) -> tuple[str, str | None, str]:
+        with request_context(f"request-{n:04d}", actor=Actor(f"user-{n}", ("app-team",))) as rid:
+            await asyncio.sleep(0.001 * (n % 3))
+            actor = get_actor()
+            assert actor is not None
+            return rid, get_request_id(), actor.subject
+
+    results = await asyncio.gather(*(handle(n) for n in range(50)))
+    for n, (rid, seen, subject) in enumerate(results):
+        assert rid == seen == f"request-{n:04d}"
+        assert subject == f"user-{n}"
+
+
+def test_actor_validation() -> None:
+    assert Actor("u", "admin").roles == ("admin",)
+    assert Actor("u", {"b", "a"}).roles == ("a", "b")
+    with pytest.raises(ValueError, match="subject"):
+        Actor("  ", ("admin",))
+    with pytest.raises(ValueError, match="roles"):
+        Actor("u", ("",))
+    with pytest.raises(TypeError, match="roles"):
+        Actor("u", 3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="kind"):
+        Actor("u", ("admin",), kind="robot")  # type: ignore[arg-type]
