@@ -52,7 +52,6 @@ nox.options.error_on_missing_interpreters = True
 sys.path.insert(0, str(TOOLS_DIR))
 import ci_metrics  # noqa: E402  (tools/ is not a package; stdlib only)
 
-
 # --- discovery ----------------------------------------------------------------------------------
 
 
@@ -133,7 +132,7 @@ def _constraints() -> list[str]:
 
 
 def install_projects(session: nox.Session, projects: list[Project], *extra: str) -> None:
-    """Install projects from their folders (non-editable: what users get) plus extra requirements."""
+    """Install projects from their folders (non-editable, as users get them) and extras."""
     paths = [p.rel for p in projects]
     session.install(*_constraints(), *paths, *extra)
 
@@ -334,4 +333,3 @@ def lock(session: nox.Session) -> None:
 def metrics(session: nox.Session) -> None:
     """Trends and failure history of recorded tests/benchmarks/lint runs (last 30 days)."""
     session.run(sys.executable, str(TOOLS_DIR / "ci_metrics.py"), "report", *session.posargs)
-

@@ -35,8 +35,9 @@ def rows(data: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def render(data: dict[str, Any], *, markdown: bool = False) -> str:
     out: list[str] = []
     machine = data.get("machine_info", {})
+    cpu = machine.get("cpu", {}).get("brand_raw", "?")
     out.append(
-        f"Benchmarks on {machine.get('node', '?')} ({machine.get('cpu', {}).get('brand_raw', '?')}),"
+        f"Benchmarks on {machine.get('node', '?')} ({cpu}),"
         f" python {machine.get('python_version', '?')}, {data.get('datetime', '?')}"
     )
     sep = " | " if markdown else "  "
@@ -64,7 +65,10 @@ def render(data: dict[str, Any], *, markdown: bool = False) -> str:
                 extras.append(f"  {b['name']}: {info}")
         widths = [max(len(r[i]) for r in table) for i in range(len(head))]
         for n, r in enumerate(table):
-            line = sep.join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            line = sep.join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
             out.append(f"| {line} |" if markdown else line)
             if markdown and n == 0:
                 out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")

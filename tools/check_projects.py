@@ -92,7 +92,9 @@ def check(root: Path) -> list[str]:
             if dep in ours and dep not in allowed:
                 problems.append(f"{rel}: may not depend on {dep} (imports point down the layers)")
             if dep in ours and not _SIBLING_RANGE.search(m.group(2)):
-                problems.append(f"{rel}: sibling dependency {req!r} needs a range like '>=0.1,<0.2'")
+                problems.append(
+                    f"{rel}: sibling dependency {req!r} needs a range like '>=0.1,<0.2'"
+                )
         for mod, file, line in sorted(_imports(pkg / "src")):
             dist = mod.replace("_", "-")
             where = f"{file.relative_to(root)}:{line}"

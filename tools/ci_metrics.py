@@ -1,4 +1,4 @@
-"""Build and test metrics: a small SQLite store the nox sessions write to and `nox -s metrics` reads.
+"""Build and test metrics: a SQLite store that nox sessions write and `nox -s metrics` reads.
 
 Every `tests`, `benchmarks` and `lint` session records one row: session name, outcome, duration,
 pass/fail/skip/error counts, git revision and time. Rows older than the retention (30 days) are
@@ -20,7 +20,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-import xml.etree.ElementTree as ET  # noqa: S405 - parses our own pytest output
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -115,7 +115,7 @@ def record(
     status: str,
     started_at: datetime,
     duration_s: float,
-    counts: Counts = Counts(),  # noqa: B008 - immutable
+    counts: Counts = Counts(),
     revision: str | None = None,
     detail: str | None = None,
     db: Path | None = None,
@@ -163,7 +163,9 @@ def summary_since(since: datetime, *, db: Path | None = None) -> tuple[Counts, i
     return Counts(row[0], row[1], row[2], row[3]), row[4], row[5]
 
 
-def report(*, days: int = RETENTION_DAYS, db: Path | None = None, now: datetime | None = None) -> str:
+def report(
+    *, days: int = RETENTION_DAYS, db: Path | None = None, now: datetime | None = None
+) -> str:
     """Trends per session (runs, pass rate, mean and last duration) and the failure history."""
     cutoff = ((now or datetime.now(UTC)) - timedelta(days=days)).isoformat()
     with connect(db_path(db)) as conn:
@@ -173,14 +175,13 @@ def report(*, days: int = RETENTION_DAYS, db: Path | None = None, now: datetime 
             " order by session",
             (cutoff,),
         ).fetchall()
-        last = {
-            s: d
-            for s, d in conn.execute(
+        last = dict(
+            conn.execute(
                 "select session, duration_s from runs r where started_at = (select max(started_at)"
                 " from runs where session = r.session) and started_at >= ?",
                 (cutoff,),
             )
-        }
+        )
         failures = conn.execute(
             "select started_at, session, revision, failed, errors, coalesce(detail, '')"
             " from runs where status = 'failed' and started_at >= ? order by started_at desc"
@@ -229,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--since needs a timezone, e.g. 2026-11-26T15:00:00Z")
     counts, ok, bad = summary_since(since, db=db)
     print(f"sessions: {ok} passed, {bad} failed")
-    print(f"tests: {counts.passed} passed, {counts.failed + counts.errors} failed, {counts.skipped} skipped")
+    failed = counts.failed + counts.errors
+    print(f"tests: {counts.passed} passed, {failed} failed, {counts.skipped} skipped")
     return 1 if bad else 0
 
 

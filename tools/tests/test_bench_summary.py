@@ -3,8 +3,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import bench_summary
 import pytest
+
+import bench_summary
 
 DATA = {
     "machine_info": {"node": "ci", "cpu": {"brand_raw": "cpu"}, "python_version": "3.11.7"},
@@ -14,14 +15,28 @@ DATA = {
             "group": "core",
             "name": "test_policy_decision",
             "fullname": "benchmarks/core/test_x.py::test_policy_decision",
-            "stats": {"min": 1.2e-6, "median": 1.5e-6, "mean": 1.6e-6, "stddev": 1e-7, "ops": 625000.0, "rounds": 1000},
+            "stats": {
+                "min": 1.2e-6,
+                "median": 1.5e-6,
+                "mean": 1.6e-6,
+                "stddev": 1e-7,
+                "ops": 625000.0,
+                "rounds": 1000,
+            },
             "extra_info": {"peer_ratio": 0.5},
         },
         {
             "group": None,
             "name": "test_import",
             "fullname": "benchmarks/core/test_y.py::test_import",
-            "stats": {"min": 0.02, "median": 0.021, "mean": 0.022, "stddev": 0.001, "ops": 45.0, "rounds": 5},
+            "stats": {
+                "min": 0.02,
+                "median": 0.021,
+                "mean": 0.022,
+                "stddev": 0.001,
+                "ops": 45.0,
+                "rounds": 5,
+            },
         },
     ],
 }
@@ -42,7 +57,9 @@ def test_render_markdown_has_table_rows() -> None:
     assert text.count("| test_") == 2
 
 
-@pytest.mark.parametrize(("seconds", "expected"), [(2.0, "2 s"), (3e-9, "3 ns"), (4.5e-4, "450 µs")])
+@pytest.mark.parametrize(
+    ("seconds", "expected"), [(2.0, "2 s"), (3e-9, "3 ns"), (4.5e-4, "450 µs")]
+)
 def test_fmt_time(seconds: float, expected: str) -> None:
     assert bench_summary.fmt_time(seconds) == expected
 

@@ -6,8 +6,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import ci_metrics
 import pytest
+
+import ci_metrics
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" errors="{e}" failures="{f}" skipped="{s}" tests="{t}">
@@ -53,7 +54,9 @@ def test_record_then_summary_and_report(tmp_path: Path) -> None:
     )
     counts, ok, bad = ci_metrics.summary_since(start, db=db)
     assert (counts.passed, counts.failed, counts.skipped, ok, bad) == (44, 1, 1, 1, 1)
-    later_counts, later_ok, later_bad = ci_metrics.summary_since(start + timedelta(minutes=1), db=db)
+    later_counts, later_ok, later_bad = ci_metrics.summary_since(
+        start + timedelta(minutes=1), db=db
+    )
     assert (later_counts.passed, later_ok, later_bad) == (4, 0, 1)
 
     text = ci_metrics.report(db=db, now=start + timedelta(days=1))
@@ -67,8 +70,12 @@ def test_records_older_than_retention_are_pruned(tmp_path: Path) -> None:
     db = tmp_path / "m.sqlite3"
     now = datetime(2026, 11, 26, tzinfo=UTC)
     old = now - timedelta(days=ci_metrics.RETENTION_DAYS + 1)
-    ci_metrics.record("tests", status="passed", started_at=old, duration_s=1, revision="r", db=db, now=old)
-    ci_metrics.record("tests", status="passed", started_at=now, duration_s=1, revision="r", db=db, now=now)
+    ci_metrics.record(
+        "tests", status="passed", started_at=old, duration_s=1, revision="r", db=db, now=old
+    )
+    ci_metrics.record(
+        "tests", status="passed", started_at=now, duration_s=1, revision="r", db=db, now=now
+    )
     with sqlite3.connect(db) as conn:
         rows = conn.execute("select started_at from runs").fetchall()
     assert rows == [(now.isoformat(),)]
@@ -92,43 +99,58 @@ def test_git_revision_outside_a_repository_is_unknown(tmp_path: Path) -> None:
 def test_cli_summary_exit_code_reflects_failed_sessions(tmp_path: Path) -> None:
     db = tmp_path / "m.sqlite3"
     start = datetime.now(UTC)
-    ci_metrics.record("a", status="passed", started_at=start, duration_s=1, counts=ci_metrics.Counts(3), revision="r", db=db)
+    ci_metrics.record(
+        "a",
+        status="passed",
+        started_at=start,
+        duration_s=1,
+        counts=ci_metrics.Counts(3),
+        revision="r",
+        db=db,
+    )
     script = Path(ci_metrics.__file__)
     since = (start - timedelta(seconds=1)).isoformat()
     ok = subprocess.run(
         [sys.executable, str(script), "--db", str(db), "summary", "--since", since],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert ok.returncode == 0
     assert ok.stdout.splitlines()[-1] == "tests: 3 passed, 0 failed, 0 skipped"
     ci_metrics.record("b", status="failed", started_at=start, duration_s=1, revision="r", db=db)
     bad = subprocess.run(
         [sys.executable, str(script), "--db", str(db), "summary", "--since", since],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert bad.returncode == 1
     assert "sessions: 1 passed, 1 failed" in bad.stdout
     naive = subprocess.run(
         [sys.executable, str(script), "--db", str(db), "summary", "--since", "2026-01-01T00:00:00"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert naive.returncode == 2
     assert "timezone" in naive.stderr
     rep = subprocess.run(
         [sys.executable, str(script), "--db", str(db), "report"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert rep.returncode == 0
     assert "Failure history" in rep.stdout
 
 
-def test_recording_is_fast(tmp_path: Path) -> None:
-    # The issue's budget is under 1 s per session; one record must be a small fraction of it.
-    # Measured as a count of recordings within a generous bound rather than a timing assertion
-    # on a single call: 20 recordings complete, each inserting and pruning.
+def test_repeated_recordings_accumulate(tmp_path: Path) -> None:
     db = tmp_path / "m.sqlite3"
     now = datetime.now(UTC)
     for i in range(20):
-        ci_metrics.record(f"s{i}", status="passed", started_at=now, duration_s=0, revision="r", db=db)
-    counts, ok, _ = ci_metrics.summary_since(now - timedelta(seconds=1), db=db)
-    assert ok == 20
+        ci_metrics.record(
+            f"s{i}", status="passed", started_at=now, duration_s=0, revision="r", db=db
+        )
+    counts, ok, bad = ci_metrics.summary_since(now - timedelta(seconds=1), db=db)
+    assert (ok, bad, counts.passed) == (20, 0, 0)

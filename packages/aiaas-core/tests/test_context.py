@@ -31,7 +31,8 @@ def test_new_request_ids_are_unique_and_well_formed() -> None:
 
 
 @pytest.mark.parametrize(
-    "good", ["abcdefgh", "req-12345678", "0af7651916cd43dd8448eb211c80319c", "a" * 128, "a.b_c:d-e9"]
+    "good",
+    ["abcdefgh", "req-12345678", "0af7651916cd43dd8448eb211c80319c", "a" * 128, "a.b_c:d-e9"],
 )
 def test_well_formed_inbound_ids_are_kept(good: str) -> None:
     assert accept_request_id(good) == good
@@ -40,8 +41,18 @@ def test_well_formed_inbound_ids_are_kept(good: str) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [None, "", "short", "a" * 129, "has space 123", "-leading-dash", "new\nline1234", "ünïcödé1234",
-     b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8", "x" * 10_000],
+    [
+        None,
+        "",
+        "short",
+        "a" * 129,
+        "has space 123",
+        "-leading-dash",
+        "new\nline1234",
+        "ünïcödé1234",
+        b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8",
+        "x" * 10_000,
+    ],
 )
 def test_malformed_inbound_ids_are_replaced(bad: str | bytes | None) -> None:
     rid = accept_request_id(bad)
@@ -61,13 +72,23 @@ def test_request_context_sets_and_restores() -> None:
     assert get_request_id() is None
     with request_context("outer-123456", trace_id=TRACE, span_id=SPAN, actor=actor) as rid:
         assert rid == "outer-123456"
-        assert (get_request_id(), get_trace_id(), get_span_id(), get_actor()) == (rid, TRACE, SPAN, actor)
+        assert (get_request_id(), get_trace_id(), get_span_id(), get_actor()) == (
+            rid,
+            TRACE,
+            SPAN,
+            actor,
+        )
         with request_context(None) as inner:
             assert get_request_id() == inner != rid
             assert get_actor() is None
         assert get_request_id() == rid
         assert get_actor() == actor
-    assert (get_request_id(), get_trace_id(), get_span_id(), get_actor()) == (None, None, None, None)
+    assert (get_request_id(), get_trace_id(), get_span_id(), get_actor()) == (
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 def test_set_actor_and_set_trace_inside_a_request() -> None:

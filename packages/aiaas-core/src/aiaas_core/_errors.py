@@ -320,9 +320,7 @@ def error_response(
     """
     err = as_aiaas_error(exc)
     if problem:
-        payload = problem_details(
-            err, instance=instance, request_id=request_id, trace_id=trace_id
-        )
+        payload = problem_details(err, instance=instance, request_id=request_id, trace_id=trace_id)
         ctype = b"application/problem+json"
     else:
         payload = error_body(err, request_id=request_id, trace_id=trace_id)
@@ -332,5 +330,7 @@ def error_response(
         (b"content-type", ctype),
         (b"content-length", str(len(body)).encode()),
     ]
-    headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers.items())
+    headers.extend(
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers.items()
+    )
     return err.status, headers, body
