@@ -193,6 +193,7 @@ def tests(session: nox.Session, project: str) -> None:
                 "tools/tests",
                 "--cov=ci_metrics",
                 "--cov=bench_summary",
+                "--cov=check_projects",
                 "--cov-report=term-missing",
                 "--cov-fail-under=85",
                 f"--junitxml={junit}",

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import check_projects
+
+PYPROJECT = """[project]
+name = "{name}"
+version = "0.1.0"
+dependencies = [{deps}]
+"""
+
+
+def _package(
+    root: Path, name: str, *, deps: str = "", source: str = "", changelog: bool = True
+) -> Path:
+    pkg = root / "packages" / name
+    module = name.replace("-", "_")
+    src = pkg / "src" / module
+    src.mkdir(parents=True)
+    (pkg / "pyproject.toml").write_text(PYPROJECT.format(name=name, deps=deps))
+    (pkg / "README.md").write_text("# x\n")
+    if changelog:
+        (pkg / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n")
+    (src / "__init__.py").write_text("__all__: list[str] = []\n" + source)
+    (src / "py.typed").write_text("")
+    return pkg
+
+
+def test_clean_tree_has_no_problems(tmp_path: Path) -> None:
+    _package(tmp_path, "aiaas-core")
+    _package(
+        tmp_path,
+        "aiaas-telemetry",
+        deps='"aiaas-core>=0.1,<0.2"',
+        source="import aiaas_core\nfrom aiaas_core import x\n",
+    )
+    assert check_projects.check(tmp_path) == []
+
+
+def test_upward_imports_and_dependencies_are_reported(tmp_path: Path) -> None:
+    _package(tmp_path, "aiaas-core", source="from aiaas_telemetry import setup\n")
+    _package(tmp_path, "aiaas-telemetry", deps='"aiaas-core>=0.1,<0.2"')
+    _package(
+        tmp_path,
+        "aiaas-db",
+        deps='"aiaas-core", "aiaas-infra>=0.1,<0.2"',
+        source="import hello_service\n",
+    )
+    _package(tmp_path, "aiaas-infra", deps='"aiaas-core>=0.1,<0.2"')
+    example = tmp_path / "examples" / "hello-service"
+    example.mkdir(parents=True)
+    (example / "pyproject.toml").write_text(PYPROJECT.format(name="hello-service", deps=""))
+    problems = "\n".join(check_projects.check(tmp_path))
+    assert "aiaas-core may not import aiaas_telemetry" in problems
+    assert "sibling dependency 'aiaas-core' needs a range" in problems
+    assert "may not depend on aiaas-infra" in problems
+    assert "may not import the example hello_service" in problems
+
+
+def test_hygiene_problems_are_reported(tmp_path: Path) -> None:
+    pkg = _package(tmp_path, "aiaas-core", changelog=False)
+    (pkg / "src" / "aiaas_core" / "py.typed").unlink()
+    (pkg / "src" / "aiaas_core" / "__init__.py").write_text("x = 1\n")
+    other = _package(tmp_path, "aiaas-serving")
+    (other / "CHANGELOG.md").write_text("# Changelog\n")
+    stray = _package(tmp_path, "aiaas-extra")
+    (stray / "README.md").unlink()
+    problems = "\n".join(check_projects.check(tmp_path))
+    assert "aiaas-core: missing CHANGELOG.md" in problems
+    assert "missing src/aiaas_core/py.typed" in problems
+    assert "must declare __all__" in problems
+    assert "aiaas-serving: CHANGELOG.md needs an '## [Unreleased]' section" in problems
+    assert "aiaas-extra: missing README.md" in problems
+    assert "not in the layer list" in problems
+
+
+def test_name_must_match_folder_and_main_exit_codes(tmp_path: Path) -> None:
+    pkg = _package(tmp_path, "aiaas-core")
+    assert check_projects.main(["--root", str(tmp_path)]) == 0
+    (pkg / "pyproject.toml").write_text(PYPROJECT.format(name="other", deps=""))
+    assert check_projects.main(["--root", str(tmp_path)]) == 1
+
+
+def test_the_repository_itself_is_clean() -> None:
+    root = Path(check_projects.__file__).resolve().parents[1]
+    assert check_projects.check(root) == []
