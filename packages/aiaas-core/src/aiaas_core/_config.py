@@ -86,6 +86,7 @@ or in :func:`settings_summary` (which shows ``"<redacted>"``).
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import os
 import re
@@ -626,6 +627,12 @@ def _nested_default(attribute: attrs.Attribute[Any], parent: object | None) -> o
     return None if isinstance(value, _NoDefault) else value
 
 
+@functools.lru_cache(maxsize=256)
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a settings class, computed once per class (read-only)."""
+    return typing.get_type_hints(cls)
+
+
 def _schema(
     cls: type,
     path: tuple[str, ...],
@@ -634,7 +641,7 @@ def _schema(
     envs: dict[str, str],
 ) -> _Node:
     try:
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
     except Exception as exc:  # any failure means unresolvable annotations
         raise TypeError(f"cannot resolve the type hints of {cls.__qualname__}: {exc}") from exc
     children: dict[str, _Leaf | _Node] = {}
