@@ -221,7 +221,7 @@ def tests(session: nox.Session, project: str) -> None:
         code = _readme_python_blocks(proj.path / "README.md")
         if code:
             session.log(f"running the quick start of {proj.rel}/README.md")
-            workdir = Path(session.create_tmp())
+            workdir = Path(session.create_tmp()).resolve()
             script = workdir / "quickstart.py"
             script.write_text(code)
             with session.chdir(workdir):
