@@ -40,6 +40,8 @@ BENCHMARK_RESULTS = ROOT / ".benchmarks"
 SCRATCH = ROOT / ".nox" / "_scratch"
 
 PYTHON = "3.11"
+# The CPU build that lies on the CI machines' disk; anything else pulls a multi-GB CUDA build.
+TORCH_PIN = "torch==2.13.0"
 DEFAULT_COVERAGE_MIN = 80
 TEST_TOOLS = ["pytest", "pytest-cov", "pytest-asyncio", "hypothesis"]
 LINT_TOOLS = ["ruff", "check-jsonschema", "zizmor"]
@@ -310,6 +312,7 @@ def lock(session: nox.Session) -> None:
         *BENCHMARK_TOOLS,
         "types-PyYAML",
         "nox",
+        TORCH_PIN,
         *(["-r", str(extra)] if extra.is_file() else []),
     )
     frozen = session.run("python", "-m", "pip", "freeze", "--all", silent=True)
