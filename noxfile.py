@@ -230,6 +230,40 @@ def tests(session: nox.Session, project: str) -> None:
                 session.run("python", str(script))
 
 
+_LOWER_BOUND = re.compile(r">=\s*([0-9][0-9a-zA-Z.]*)")
+
+
+def lower_bounds_of(project: Project) -> list[str]:
+    """``name==X`` for each third-party dependency declared ``>=X`` (torch stays at TORCH_PIN)."""
+    pins = []
+    for req in project.dependencies:
+        name = _req_name(req)
+        match = _LOWER_BOUND.search(req)
+        if name in PROJECTS or match is None:
+            continue
+        pins.append(TORCH_PIN if name == "torch" else f"{name}=={match.group(1)}")
+    return pins
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("project", [name for name, p in PROJECTS.items() if p.kind == "package"])
+def check_lower_bounds(session: nox.Session, project: str) -> None:
+    """A package's tests with its direct dependencies at their lowest declared versions."""
+    proj = PROJECTS[project]
+    pins = lower_bounds_of(proj)
+    lowest = Path(session.create_tmp()).resolve() / "lower-bounds.txt"
+    lowest.write_text("\n".join(pins) + "\n")
+    session.log("lowest versions: " + ", ".join(pins))
+    session.install(
+        "-c",
+        str(lowest),
+        *[p.rel for p in [*local_closure(proj), proj]],
+        *proj.test_requirements,
+        *TEST_TOOLS,
+    )
+    session.run("pytest", f"{proj.rel}/tests", "-p", "no:cacheprovider", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and format, package hygiene, and the CI workflows (schema and security audit)."""

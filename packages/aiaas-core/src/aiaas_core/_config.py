@@ -850,9 +850,15 @@ def _apply_converter(attribute: attrs.Attribute[Any], value: object, inst: objec
     converter: Any = attribute.converter
     if converter is None:
         return value
-    converter_cls = getattr(attrs, "Converter", None)
-    if converter_cls is not None and isinstance(converter, converter_cls):
-        return converter.__call__(value, inst, attribute)
+    if isinstance(converter, attrs.Converter):
+        # attrs.Converter (attrs >= 24.1): the wrapped callable, given self/field on request.
+        spec: Any = converter  # its attributes are not in attrs' type stubs
+        args: list[object] = [value]
+        if spec.takes_self:
+            args.append(inst)
+        if spec.takes_field:
+            args.append(attribute)
+        return spec.converter(*args)
     return converter(value)
 
 
