@@ -1,0 +1,194 @@
+"""The world-service ASGI application and the middleware stack around it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiaas_core import (
+    Actor,
+    AiaasError,
+    ApiKeyVerifier,
+    AuthenticationError,
+    AuthMiddleware,
+    CheckResult,
+    HealthRegistry,
+    InMemoryApiKeyStore,
+    NotFoundError,
+    Policy,
+    PolicyRule,
+    RouteRule,
+    settings_summary,
+)
+from aiaas_telemetry import Telemetry
+from world_service._settings import Settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+SERVICE_NAME = "world-service"
+ROUTES = ("/world", "/health", "/ready", "/admin/config")
+PUBLIC_PATHS = ("/world", "/health", "/ready", "/metrics")
+
+
+class MethodNotAllowedError(AiaasError):
+    code = "METHOD_NOT_ALLOWED"
+    status = 405
+    title = "Method not allowed"
+
+
+def utc_timestamp(now: datetime | None = None) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z``: ``2024-05-01T12:00:00.123Z``."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def _json(send: Send, status: int, payload: Any, *, head: bool = False) -> None:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+class WorldApp:
+    """``GET /world``, ``/health``, ``/ready`` and the privileged ``GET /admin/config``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        telemetry: Telemetry,
+        health: HealthRegistry,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.telemetry = telemetry
+        self.health = health
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            raise NotFoundError("world-service speaks HTTP only")
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path not in ROUTES:
+            raise NotFoundError(f"Not found: no route {path}")
+        if method not in ("GET", "HEAD"):
+            raise MethodNotAllowedError(
+                f"Method not allowed: {path} answers GET and HEAD", headers={"Allow": "GET, HEAD"}
+            )
+        head = method == "HEAD"
+        if path == "/world":
+            await _json(
+                send,
+                200,
+                {"message": f"Hello, {SERVICE_NAME}!", "timestamp": utc_timestamp(self._clock())},
+                head=head,
+            )
+        elif path in ("/health", "/ready"):
+            report = await self.health.run("liveness" if path == "/health" else "readiness")
+            await _json(send, report.http_status, report.to_dict(), head=head)
+        else:  # /admin/config, reached only through AuthMiddleware with config:read
+            self.telemetry.logger.info("configuration read by an administrator")
+            await _json(
+                send,
+                200,
+                {
+                    "service": settings_summary(self.settings),
+                    "telemetry": self.telemetry.profile.summary(),
+                },
+                head=head,
+            )
+
+
+def _health(settings: Settings, telemetry: Telemetry) -> HealthRegistry:
+    health = HealthRegistry(cache_ttl=1.0)
+    queue_limit = 2048
+
+    @health.register(name="event-loop", kind="liveness", timeout=1.0)
+    async def event_loop() -> None:
+        await asyncio.sleep(0)
+
+    @health.register(name="api-keys", critical=False)
+    async def api_keys() -> CheckResult:
+        count = len(settings.api_keys)
+        if not count:
+            return CheckResult.degraded("no API keys configured: the admin routes refuse everyone")
+        return CheckResult.ok({"keys": count})
+
+    @health.register(name="telemetry", critical=False)
+    async def telemetry_queue() -> CheckResult:
+        queued = telemetry.registry.get_sample_value("aiaas_telemetry_span_queue_size") or 0.0
+        if queued >= queue_limit * 0.9:
+            return CheckResult.degraded("span queue nearly full: the collector is not keeping up")
+        return CheckResult.ok({"queued_spans": int(queued)})
+
+    return health
+
+
+async def _no_keys(credential: str) -> Actor:
+    raise AuthenticationError(
+        "Authentication failed: this service has no API keys configured", code="API_KEY_INVALID"
+    )
+
+
+def create_app(settings: Settings, telemetry: Telemetry) -> ASGIApp:
+    """The full stack: telemetry middleware, then authentication, then the routes."""
+    health = _health(settings, telemetry)
+    store = InMemoryApiKeyStore(settings.key_records())
+    hasher = settings.hasher()
+    app = WorldApp(settings, telemetry, health)
+    authenticate: Callable[[str], Awaitable[Actor]] = (
+        _no_keys if hasher is None else ApiKeyVerifier(store, hasher, touch_interval=None).verify
+    )
+    policy = Policy(
+        [
+            PolicyRule(
+                id="admins-read-config",
+                effect="allow",
+                roles=["admin"],
+                permissions=["config:read"],
+            )
+        ]
+    )
+    guarded = AuthMiddleware(
+        app,
+        authenticate=authenticate,
+        policy=policy,
+        rules=[RouteRule("GET", "/admin/config", "config:read")],
+        public_paths=PUBLIC_PATHS,
+        audit=telemetry.audit.auth_hook(),
+    )
+    return telemetry.middleware(
+        guarded,
+        routes=list(ROUTES),
+        metrics_path="/metrics",
+        exclude_paths=("/health", "/ready"),
+    )

@@ -1,0 +1,143 @@
+"""``world-service --host H --port P``: serve the app under uvicorn until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import uvicorn
+
+from aiaas_core import ApiKeyVerifier, ConfigError, InMemoryApiKeyStore, settings_summary
+from aiaas_telemetry import load_profile, setup
+from world_service import _settings
+from world_service._app import SERVICE_NAME, create_app
+
+__version__ = "0.1.0"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=SERVICE_NAME,
+        description=(
+            "Serve GET /world, /health, /ready, /metrics and the API-key guarded"
+            " GET /admin/config over HTTP until SIGTERM or SIGINT."
+        ),
+        epilog=(
+            "Configuration: WORLD_SERVICE_HOST, WORLD_SERVICE_PORT (the flags win),"
+            " WORLD_SERVICE_API_KEYS (subject:key_id:role[+role]:digest entries),"
+            " WORLD_SERVICE_API_KEY_HASH_KEY, WORLD_SERVICE_GRACEFUL_TIMEOUT (e.g. 10s),"
+            " WORLD_SERVICE_TRACING, and the standard OTEL_* variables for telemetry."
+            " Exit codes: 0 after a clean shutdown, 2 for a usage or configuration error."
+        ),
+    )
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="TCP port to listen on (default 8080)")
+    parser.add_argument(
+        "--issue-key",
+        metavar="ROLE[,ROLE]",
+        help="print a new API key and its WORLD_SERVICE_API_KEYS entry, then exit",
+    )
+    parser.add_argument(
+        "--subject", default="operator", help="who the issued key belongs to (--issue-key)"
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def _issue_key(settings: _settings.Settings, roles: str, subject: str) -> int:
+    hasher = settings.hasher()
+    if hasher is None:
+        sys.stderr.write(
+            f"{SERVICE_NAME}: --issue-key needs WORLD_SERVICE_API_KEY_HASH_KEY"
+            " (the HMAC key digests are made with)\n"
+        )
+        return 2
+    verifier = ApiKeyVerifier(InMemoryApiKeyStore(), hasher)
+    names = [r.strip() for r in roles.split(",") if r.strip()]
+    key, record = verifier.issue(subject=subject, roles=names)
+    entry = f"{subject}:{record.key_id}:{'+'.join(record.roles)}:{record.digest}"
+    sys.stdout.write(
+        f"API key (shown once; hand it to its owner): {key.token}\n"
+        f"WORLD_SERVICE_API_KEYS entry (a digest, safe to store): {entry}\n"
+    )
+    return 0
+
+
+@contextmanager
+def _signals_end_normally() -> Iterator[list[int]]:
+    """Make SIGTERM/SIGINT, once uvicorn has finished with them, end ``main`` normally.
+
+    uvicorn handles both signals (a graceful shutdown) and, when done, raises the signal again
+    against the handler installed before it started. The default handlers would kill the process
+    (SIGTERM) or raise KeyboardInterrupt (SIGINT) before telemetry is flushed; these record the
+    signal instead. The previous handlers are put back afterwards.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = _parser().parse_args(argv)
+    overrides: dict[str, object] = {}
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    try:
+        settings = _settings.load(environ, overrides)
+        profile = load_profile({"service_name": SERVICE_NAME}, environ=environ)
+    except ConfigError as exc:
+        sys.stderr.write(f"{SERVICE_NAME}: {exc.message}\n")
+        return 2
+    if args.issue_key is not None:
+        return _issue_key(settings, args.issue_key, args.subject)
+
+    telemetry = setup(
+        profile,
+        tracing=settings.tracing,
+        service_version=__version__,
+        config_summary=settings_summary(settings),
+    )
+    log = logging.getLogger(SERVICE_NAME)
+    try:
+        app = create_app(settings, telemetry)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,  # uvicorn's lines go through the JSON handler too
+            access_log=False,  # TelemetryMiddleware writes the access log
+            lifespan="on",
+            server_header=False,
+            timeout_graceful_shutdown=max(1, round(settings.graceful_timeout.total_seconds())),
+        )
+        server = uvicorn.Server(config)
+        with _signals_end_normally() as received:
+            try:
+                server.run()  # returns after SIGTERM/SIGINT, once in-flight requests are done
+            except SystemExit as exc:  # uvicorn exits when it cannot bind or start up
+                log.error("world-service could not start (uvicorn exit status %s)", exc.code)
+                return 1
+        log.info(
+            "world-service stopped",
+            extra={"signal": signal.Signals(received[0]).name if received else None},
+        )
+        return 0
+    finally:
+        telemetry.shutdown()  # bounded: at most 3 s even with the collector gone

@@ -1,0 +1,122 @@
+"""world-service configuration: ``WORLD_SERVICE_*`` environment variables (and CLI flags)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import attrs
+
+from aiaas_core import (
+    ApiKeyRecord,
+    ConfigError,
+    ConfigProblem,
+    HashKey,
+    KeyedHasher,
+    Secret,
+    load_settings,
+    setting,
+)
+
+ENV_PREFIX: Final = "WORLD_SERVICE_"
+HASH_KEY_VERSION: Final = "v1"
+_ENTRY: Final = re.compile(r"([^:\s]+):([A-Za-z0-9]+):([A-Za-z0-9_.+-]+):(hmac-sha256\$\S+)")
+
+
+def parse_key_entry(entry: str) -> ApiKeyRecord:
+    """``subject:key_id:role[+role]:digest`` -> the API key record it describes.
+
+    The digest is the keyed HMAC digest of the key's secret (``hmac-sha256$v1$...``), never the
+    secret: the environment (and git) only ever holds digests.
+    """
+    match = _ENTRY.fullmatch(entry.strip())
+    if match is None:
+        raise ValueError("an API key entry is subject:key_id:role[+role]:hmac-sha256$v1$<digest>")
+    subject, key_id, roles, digest = match.groups()
+    return ApiKeyRecord(
+        key_id=key_id,
+        digest=digest,
+        created_at=datetime.now(UTC),
+        subject=subject,
+        roles=tuple(roles.split("+")),
+    )
+
+
+def _check_entries(_inst: object, _attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for index, entry in enumerate(value):
+        try:
+            parse_key_entry(entry)
+        except ValueError as exc:
+            raise ValueError(f"entry {index + 1}: {exc}") from None
+
+
+def _check_port(_inst: object, _attr: attrs.Attribute[Any], value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"port must be between 0 and 65535, got {value}")
+
+
+@attrs.frozen
+class Settings:
+    """What world-service reads from its environment."""
+
+    host: str = setting(default="127.0.0.1", help="address to listen on")
+    port: int = setting(default=8080, help="TCP port to listen on", validator=_check_port)
+    api_keys: tuple[str, ...] = setting(
+        default=(),
+        help="API keys allowed on the admin routes: subject:key_id:role[+role]:digest entries"
+        " (keyed digests, never secrets); `world-service --issue-key admin` makes one",
+        validator=_check_entries,
+    )
+    api_key_hash_key: Secret | None = setting(
+        default=None, help="HMAC key (32+ bytes) the API key digests were made with"
+    )
+    graceful_timeout: timedelta = setting(
+        default=timedelta(seconds=10),
+        help="how long in-flight requests may take to finish after SIGTERM",
+    )
+    tracing: bool = setting(default=True, help="export traces over OTLP (OTEL_* variables)")
+
+    def hasher(self) -> KeyedHasher | None:
+        """The keyed hasher for API key digests, when a hash key is configured."""
+        if self.api_key_hash_key is None:
+            return None
+        return KeyedHasher(
+            [HashKey.from_text(HASH_KEY_VERSION, self.api_key_hash_key)], HASH_KEY_VERSION
+        )
+
+    def key_records(self) -> list[ApiKeyRecord]:
+        return [parse_key_entry(entry) for entry in self.api_keys]
+
+
+def load(environ: Mapping[str, str] | None, overrides: Mapping[str, object]) -> Settings:
+    """Load and cross-check the settings; raises :class:`aiaas_core.ConfigError`."""
+    settings = load_settings(Settings, prefix=ENV_PREFIX, environ=environ, overrides=overrides)
+    problems: list[ConfigProblem] = []
+    if settings.api_keys and settings.api_key_hash_key is None:
+        problems.append(
+            ConfigProblem(
+                "api_key_hash_key",
+                "missing",
+                None,
+                "the HMAC key the API key digests were made with",
+                f"set {ENV_PREFIX}API_KEY_HASH_KEY, or remove {ENV_PREFIX}API_KEYS",
+            )
+        )
+    else:
+        try:
+            settings.hasher()
+        except ValueError as exc:
+            problems.append(
+                ConfigProblem(
+                    "api_key_hash_key",
+                    f"env {ENV_PREFIX}API_KEY_HASH_KEY",
+                    "**********",
+                    f"a usable HMAC key ({exc})",
+                    'make one with: python -c "import secrets; print(secrets.token_hex(32))"',
+                )
+            )
+    if problems:
+        raise ConfigError(problems=problems)
+    return settings

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, settings
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from aiaas_db import LocalPostgres
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SHARED_DIR = Path(os.environ.get("AIAAS_SHARED_DIR", REPO_ROOT.parent / "shared"))
+
+settings.register_profile(
+    "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=25
+)
+settings.register_profile(
+    "ci", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+_EXPORTER = InMemorySpanExporter()
+_PROVIDER = TracerProvider()
+_PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+trace.set_tracer_provider(_PROVIDER)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED_DIR / "contracts").is_dir():
+        pytest.fail(
+            f"shared contracts not found at {SHARED_DIR}; lay shared/ beside the repository "
+            "or set AIAAS_SHARED_DIR"
+        )
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[LocalPostgres]:
+    """One throwaway PostgreSQL cluster for the whole test session."""
+    with LocalPostgres.temporary() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def db_url(pg: LocalPostgres) -> Iterator[str]:
+    """A fresh, empty database per test."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    url = pg.create_database(name)
+    yield url
+    pg.drop_database(name)
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    _EXPORTER.clear()
+    yield _EXPORTER
+    _EXPORTER.clear()
+
+
+class SetWriter:
+    """Writes change-set files into a folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def add(
+        self,
+        version: int,
+        slug: str,
+        up: str,
+        down: str,
+        *,
+        check: str | None = None,
+        header: str = "",
+    ) -> None:
+        (self.root / f"{version}_{slug}.up.sql").write_text(header + up)
+        (self.root / f"{version}_{slug}.down.sql").write_text(header + down)
+        if check is not None:
+            (self.root / f"{version}_{slug}.check.sql").write_text(check)
+
+    def remove(self, version: int, slug: str) -> None:
+        for kind in ("up", "down", "check"):
+            (self.root / f"{version}_{slug}.{kind}.sql").unlink(missing_ok=True)
+
+
+@pytest.fixture
+def sets(tmp_path: Path) -> SetWriter:
+    return SetWriter(tmp_path / "migrations")
+
+
+@pytest.fixture
+def query(db_url: str) -> Callable[..., list[tuple[Any, ...]]]:
+    def run(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            cur = conn.execute(sql.encode() if not params else sql, params or None)
+            return cur.fetchall() if cur.description else []
+
+    return run
+
+
+V1, V2, V3, V4, V5 = 202401010000, 202401020000, 202401030000, 202401040000, 202401050000

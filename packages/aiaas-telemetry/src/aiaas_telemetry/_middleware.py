@@ -1,0 +1,491 @@
+"""``TelemetryMiddleware``: request id, trace, metrics, access log and error bodies, in pure ASGI.
+
+For every HTTP request it:
+
+1. accepts the inbound ``X-Request-ID`` when well-formed (:func:`aiaas_core.accept_request_id`),
+   else makes a fresh one, and returns it in the ``X-Request-ID`` response header;
+2. extracts the inbound trace context (``traceparent``/``tracestate``/``baggage``) and opens one
+   ``SERVER`` span named ``"{METHOD} {route template}"`` (``GET /v1/items/{id}``; an unknown route
+   is ``GET <unmatched>``) -- no child spans for ``receive``/``send``;
+3. runs the app inside :func:`aiaas_core.request_context` with the request, trace and span ids,
+   so every log line the handler writes carries them (and the OTel context, so the handler's
+   own spans are children of the server span);
+4. records ``http_server_request_duration_seconds`` and ``http_server_active_requests``
+   (method, route template, status class) and writes one access-log line (``aiaas.access``);
+5. turns malformed requests and unhandled exceptions into the shared error body
+   (:func:`aiaas_core.error_response`): a bad ``Content-Length`` is a 400, a body over
+   ``max_body_bytes`` a 413 (refused from ``Content-Length`` before the app runs, or cut off while
+   the app reads a chunked body), an :class:`aiaas_core.AiaasError` its own status, anything else a
+   500 whose text and traceback stay in the server log (``aiaas.http``). Each is counted in
+   ``http_server_errors_total`` by code.
+
+Per-request work is kept small: every regular expression, label set, span name and metric child is
+built once and cached; tracing headers are only parsed when present.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Collection
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Final
+
+from opentelemetry import context as otel_context
+from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+
+from aiaas_core import (
+    BadRequestError,
+    InternalError,
+    PayloadTooLargeError,
+    as_aiaas_error,
+    error_response,
+    request_context,
+    set_trace,
+)
+from aiaas_telemetry._asgi import ASGIApp, Message, Receive, Scope, Send
+from aiaas_telemetry._routes import UNMATCHED, as_route_resolver, template_from_scope
+
+if TYPE_CHECKING:
+    from aiaas_telemetry._routes import RouteResolver
+    from aiaas_telemetry._setup import Telemetry
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "ErrorResponse", "TelemetryMiddleware", "error_handler"]
+
+#: The default request body limit (10 MiB).
+DEFAULT_MAX_BODY_BYTES: Final = 10 * 1024 * 1024
+
+_KNOWN_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+_STATUS_CLASSES: Final = ("5xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+_CACHE_LIMIT: Final = 4096
+_RENDERED: Final = "aiaas.error_rendered"
+_ACCESS: Final = logging.getLogger("aiaas.access")
+_ERRORS: Final = logging.getLogger("aiaas.http")
+
+
+def _status_class(status: int) -> str:
+    index = status // 100
+    return _STATUS_CLASSES[index] if 0 < index < 6 else "5xx"
+
+
+def _content_length(value: bytes) -> int | None:
+    if not value or len(value) > 19 or not value.isdigit():
+        return None
+    return int(value)
+
+
+class TelemetryMiddleware:
+    """Pure-ASGI telemetry for one application (see the module documentation).
+
+    ``routes`` resolves route templates: a list of templates, the app's router (or an app with a
+    ``router``), or a callable ``scope -> template | None``; with none given, a template is read
+    from ``scope["route"]`` after the app ran (Starlette/FastAPI). ``exclude_paths`` get only the
+    request id (no span, metrics or access log): health probes, for instance. ``metrics_path``
+    (for example ``"/metrics"``) is answered by the service's Prometheus endpoint directly.
+    ``max_body_bytes`` (``None``: no limit) bounds request bodies. ``problem_details=True``
+    renders errors as RFC 7807 ``application/problem+json`` instead of the shared error body.
+    """
+
+    __slots__ = (
+        "_active",
+        "_active_children",
+        "_duration",
+        "_duration_children",
+        "_errors",
+        "_exclude",
+        "_max_body",
+        "_metrics_app",
+        "_metrics_path",
+        "_names",
+        "_problem",
+        "_propagator",
+        "_resolver",
+        "_sample",
+        "_trace_fields",
+        "_tracer",
+        "access_log",
+        "app",
+    )
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        telemetry: Telemetry,
+        *,
+        routes: RouteResolver | Collection[str] | Any | None = None,
+        max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
+        exclude_paths: Collection[str] = (),
+        metrics_path: str | None = None,
+        access_log: bool = True,
+        problem_details: bool = False,
+    ) -> None:
+        if max_body_bytes is not None and max_body_bytes < 0:
+            raise ValueError(f"max_body_bytes must be >= 0 or None, got {max_body_bytes!r}")
+        self.app = app
+        self._tracer = telemetry.tracer
+        self._propagator = telemetry.propagator
+        self._trace_fields = frozenset(
+            f.lower().encode("latin-1") for f in telemetry.propagator.fields
+        )
+        metrics = telemetry.metrics
+        self._duration = metrics.request_duration
+        self._active = metrics.active_requests
+        self._errors = metrics.errors
+        self._resolver = as_route_resolver(routes)
+        self._max_body = max_body_bytes
+        self._exclude = frozenset(exclude_paths)
+        self._metrics_path = metrics_path
+        self._metrics_app = metrics.app() if metrics_path else None
+        self.access_log = access_log
+        self._sample = telemetry.profile.log.sampling_rate
+        self._problem = problem_details
+        self._names: dict[tuple[str, str], str] = {}
+        self._duration_children: dict[tuple[str, str, str], Any] = {}
+        self._active_children: dict[tuple[str, str], Any] = {}
+
+    # ------------------------------------------------------------------ cached metric children
+
+    def _span_name(self, method: str, route: str) -> str:
+        key = (method, route)
+        name = self._names.get(key)
+        if name is None:
+            name = f"{method} {route}"
+            if len(self._names) < _CACHE_LIMIT:
+                self._names[key] = name
+        return name
+
+    def _active_child(self, method: str, route: str) -> Any:
+        key = (method, route)
+        child = self._active_children.get(key)
+        if child is None:
+            child = self._active.labels(method, route)
+            if len(self._active_children) < _CACHE_LIMIT:
+                self._active_children[key] = child
+        return child
+
+    def _duration_child(self, method: str, route: str, status_class: str) -> Any:
+        key = (method, route, status_class)
+        child = self._duration_children.get(key)
+        if child is None:
+            child = self._duration.labels(method, route, status_class)
+            if len(self._duration_children) < _CACHE_LIMIT:
+                self._duration_children[key] = child
+        return child
+
+    # ------------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path == self._metrics_path and self._metrics_app is not None:
+            await self._metrics_app(scope, receive, send)
+            return
+        if path in self._exclude:
+            await self._untraced(scope, receive, send)
+            return
+        await self._traced(scope, receive, send, path)
+
+    async def _send_error(
+        self, send: Send, exc: BaseException, rid_header: tuple[bytes, bytes]
+    ) -> int:
+        status, headers, body = error_response(exc, problem=self._problem)
+        headers.append(rid_header)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return status
+
+    async def _untraced(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid_raw = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                rid_raw = value
+                break
+        with request_context(rid_raw) as rid:
+            rid_header = (b"x-request-id", rid.encode("ascii"))
+            started = False
+
+            async def send_with_id(message: Message) -> None:
+                nonlocal started
+                if message["type"] == "http.response.start":
+                    started = True
+                    message = {**message, "headers": [*message.get("headers", ()), rid_header]}
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception as exc:  # noqa: BLE001 -- rendered as the error body, logged
+                err = as_aiaas_error(exc)
+                if err.status >= 500:
+                    _ERRORS.error("unhandled exception in %s", scope["path"], exc_info=exc)
+                if not started:
+                    await self._send_error(send, err, rid_header)
+
+    async def _traced(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        start = perf_counter()
+        raw_method: str = scope["method"]
+        method = raw_method if raw_method in _KNOWN_METHODS else "_OTHER"
+
+        rid_raw: bytes | None = None
+        carrier: dict[str, str] | None = None
+        length_header: bytes | None = None
+        chunked = False
+        user_agent: bytes | None = None
+        bad_header: str | None = None
+        trace_fields = self._trace_fields
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                rid_raw = value
+            elif name in trace_fields:
+                if carrier is None:
+                    carrier = {}
+                carrier[name.decode("latin-1")] = value.decode("latin-1")
+            elif name == b"content-length":
+                if length_header is not None and value != length_header:
+                    bad_header = "conflicting Content-Length headers"
+                length_header = value
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"user-agent":
+                user_agent = value
+
+        max_body = self._max_body
+        declared: int | None = None
+        if length_header is not None and bad_header is None:
+            declared = _content_length(length_header)
+            if declared is None:
+                bad_header = "Content-Length must be a non-negative integer"
+
+        template: str | None = None
+        if self._resolver is not None:
+            try:
+                template = self._resolver(scope)
+            except Exception:  # noqa: BLE001 -- a resolver bug must not fail the request
+                _ERRORS.warning("route resolver failed for %s", path, exc_info=True)
+        route = template or UNMATCHED
+
+        with request_context(rid_raw) as rid:
+            rid_header = (b"x-request-id", rid.encode("ascii"))
+            tracer = self._tracer
+            span: Any = None
+            token: object = None
+            trace_id: str | None = None
+            if tracer is not None:
+                parent = self._propagator.extract(carrier) if carrier else None
+                attributes: dict[str, Any] = {
+                    "http.request.method": raw_method,
+                    "url.path": path,
+                    "url.scheme": scope.get("scheme", "http"),
+                    "aiaas.request_id": rid,
+                }
+                if template is not None:
+                    attributes["http.route"] = template
+                client = scope.get("client")
+                if client:
+                    attributes["client.address"] = client[0]
+                if user_agent is not None:
+                    attributes["user_agent.original"] = user_agent.decode("latin-1")
+                span = tracer.start_span(
+                    self._span_name(method, route),
+                    context=parent,
+                    kind=SpanKind.SERVER,
+                    attributes=attributes,
+                )
+                span_context = span.get_span_context()
+                trace_id = format(span_context.trace_id, "032x")
+                set_trace(trace_id, format(span_context.span_id, "016x"))
+                token = otel_context.attach(set_span_in_context(span, parent))
+
+            active = self._active_child(method, route)
+            active.inc()
+            status = 0
+            started = False
+            rejected = False
+            error_code: str | None = None
+
+            async def send_wrapper(message: Message) -> None:
+                nonlocal status, started
+                if rejected:
+                    return  # we already answered 413; the app's response goes nowhere
+                if message["type"] == "http.response.start":
+                    started = True
+                    status = message["status"]
+                    message = {**message, "headers": [*message.get("headers", ()), rid_header]}
+                await send(message)
+
+            app_receive = receive
+            if max_body is not None and declared is None and (chunked or raw_method != "GET"):
+                received = 0
+
+                async def limited_receive() -> Message:
+                    nonlocal received, rejected, status, started, error_code
+                    message = await receive()
+                    if message["type"] == "http.request" and not rejected:
+                        received += len(message.get("body", b""))
+                        if received > max_body:
+                            rejected = True
+                            if not started:
+                                started = True
+                                exc = PayloadTooLargeError(
+                                    f"Request body too large: the limit is {max_body} bytes"
+                                )
+                                error_code = exc.code
+                                status = await self._send_error(send, exc, rid_header)
+                    if rejected:
+                        return {"type": "http.disconnect"}
+                    return message
+
+                app_receive = limited_receive
+
+            try:
+                if bad_header is not None:
+                    raise BadRequestError(
+                        f"Malformed request header: {bad_header}", code="REQUEST_HEADER_INVALID"
+                    )
+                if declared is not None and max_body is not None and declared > max_body:
+                    raise PayloadTooLargeError(
+                        f"Request body too large: {declared} bytes, the limit is {max_body} bytes"
+                    )
+                await self.app(scope, app_receive, send_wrapper)
+                if not started:
+                    _ERRORS.error(
+                        "%s %s: the application returned without a response", raw_method, path
+                    )
+                    error_code = "INTERNAL_ERROR"
+                    started = True
+                    status = await self._send_error(send, InternalError(), rid_header)
+            except Exception as exc:  # noqa: BLE001 -- rendered as the error body, logged
+                if not rejected:  # after a 413 the app's failure to read the body is expected
+                    err = as_aiaas_error(exc)
+                    error_code = err.code
+                    rendered = scope.get(_RENDERED) is exc  # a framework handler answered already
+                    if started and not rendered:
+                        _ERRORS.error(
+                            "unhandled exception in %s %s after the response started;"
+                            " the response is cut short",
+                            raw_method,
+                            path,
+                            exc_info=exc,
+                        )
+                        status = 500  # the client got a broken response: count it as one
+                    elif err.status >= 500:
+                        _ERRORS.error(
+                            "unhandled exception in %s %s", raw_method, path, exc_info=exc
+                        )
+                    if span is not None and (started or err.status >= 500):
+                        span.record_exception(exc)
+                    if not started:
+                        started = True
+                        status = await self._send_error(send, err, rid_header)
+            finally:
+                duration = perf_counter() - start
+                if status == 0:
+                    status = 500  # cancelled before any response
+                if template is None:
+                    found = template_from_scope(scope)
+                    if found is not None:
+                        template = found
+                        route_after = found
+                        if span is not None:
+                            span.update_name(self._span_name(method, route_after))
+                            span.set_attribute("http.route", found)
+                    else:
+                        route_after = route
+                else:
+                    route_after = route
+                active.dec()
+                self._duration_child(method, route_after, _status_class(status)).observe(duration)
+                if error_code is not None:
+                    self._errors.labels(method, route_after, error_code).inc()
+                # AuthMiddleware (inside) restores the actor context var on its way out but
+                # leaves the authenticated actor in the scope.
+                actor = scope.get("aiaas.actor")
+                subject: str | None = getattr(actor, "subject", None)
+                if span is not None:
+                    span.set_attribute("http.response.status_code", status)
+                    if subject is not None:
+                        span.set_attribute("aiaas.actor.subject", subject)
+                    if status >= 500:
+                        span.set_status(Status(StatusCode.ERROR))
+                    span.end()
+                    otel_context.detach(token)  # type: ignore[arg-type]
+                if self.access_log and (
+                    status >= 400 or self._sample >= 1.0 or random.random() < self._sample  # noqa: S311
+                ):
+                    self._log_access(
+                        scope,
+                        method=raw_method,
+                        path=path,
+                        route=route_after,
+                        status=status,
+                        duration=duration,
+                        error_code=error_code,
+                        user_agent=user_agent,
+                        subject=subject,
+                    )
+
+    @staticmethod
+    def _log_access(
+        scope: Scope,
+        *,
+        method: str,
+        path: str,
+        route: str,
+        status: int,
+        duration: float,
+        error_code: str | None,
+        user_agent: bytes | None,
+        subject: str | None,
+    ) -> None:
+        if not _ACCESS.isEnabledFor(logging.INFO):
+            return
+        extra: dict[str, Any] = {
+            "http.method": method,
+            "http.route": route,
+            "http.status_code": status,
+            "url.path": path,
+            "duration_ms": round(duration * 1000.0, 3),
+        }
+        client = scope.get("client")
+        if client:
+            extra["client.address"] = client[0]
+        if user_agent is not None:
+            extra["user_agent"] = user_agent.decode("latin-1")
+        if error_code is not None:
+            extra["error.code"] = error_code
+        if subject is not None:
+            extra["actor.subject"] = subject
+        _ACCESS.info("%s %s %d", method, path, status, extra=extra)
+
+
+class ErrorResponse:
+    """An ASGI response carrying ``exc`` as the shared error body (or RFC 7807 with ``problem``).
+
+    What :func:`error_handler` returns; usable wherever a framework accepts an ASGI app as a
+    response. Request and trace ids come from the request context.
+    """
+
+    __slots__ = ("body", "exc", "headers", "status")
+
+    def __init__(self, exc: BaseException, *, problem: bool = False) -> None:
+        self.exc = exc
+        self.status, self.headers, self.body = error_response(exc, problem=problem)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[_RENDERED] = self.exc
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def error_handler(request: object, exc: BaseException) -> ErrorResponse:
+    """An exception handler for Starlette and FastAPI that answers with the shared error body.
+
+    ``Starlette(..., exception_handlers={Exception: error_handler})``: Starlette would otherwise
+    answer an unhandled exception with a plain-text 500. Register it for
+    :class:`aiaas_core.AiaasError` too, so a raised ``NotFoundError`` and the like keep their
+    status. :class:`TelemetryMiddleware` still logs the traceback and counts the error.
+    """
+    return ErrorResponse(exc)
