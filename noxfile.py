@@ -16,6 +16,7 @@ Installs are pinned by ``constraints/ci.txt``.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -196,6 +197,7 @@ def tests(session: nox.Session, project: str) -> None:
                 "--cov=ci_metrics",
                 "--cov=bench_summary",
                 "--cov=check_projects",
+                "--cov=new_service",
                 "--cov-report=term-missing",
                 "--cov-fail-under=85",
                 f"--junitxml={junit}",
@@ -365,6 +367,55 @@ def lock(session: nox.Session) -> None:
         + "\n"
     )
     session.log(f"wrote {len(keep)} pins to {CONSTRAINTS.relative_to(ROOT)}")
+
+
+@nox.session(python=PYTHON)
+def new_service(session: nox.Session) -> None:
+    """Create examples/NAME from examples/service-template: nox -s new_service -- NAME."""
+    if not session.posargs:
+        session.error(
+            "usage: nox -s new_service -- NAME [--dest DIR] [--force]  (NAME like orders-api)"
+        )
+    import new_service as tool  # tools/ is on sys.path (see ci_metrics above); stdlib only
+
+    # The tool validates NAME and refuses an existing folder (exit 2, with the reason).
+    session.run("python", str(TOOLS_DIR / "new_service.py"), *session.posargs)
+    args = tool.parse_args(session.posargs)
+    path = (Path(args.dest) / args.name).resolve()
+    # PROJECTS was discovered before the copy existed; its aiaas dependencies are in PROJECTS.
+    project = _load_project(path, "example")
+    session.install(
+        *_constraints(),
+        *[str(p.path) for p in [*local_closure(project), project]],
+        *project.test_requirements,
+        *TEST_TOOLS,
+    )
+    env = {"COVERAGE_FILE": str(Path(session.virtualenv.location) / ".coverage")}
+    # A copy outside the repository finds the shared contracts where the repository's tests do.
+    shared = [d for d in (ROOT / "shared", ROOT.parent / "shared") if d.is_dir()]
+    if shared:
+        env["AIAAS_SHARED_DIR"] = os.environ.get("AIAAS_SHARED_DIR", str(shared[0]))
+    session.run(
+        "pytest",
+        str(path / "tests"),
+        "-c",
+        str(ROOT / "pyproject.toml"),  # the root pytest config, wherever --dest put the copy
+        "--rootdir",
+        str(ROOT),
+        f"--cov={project.module}",
+        "--cov-report=term-missing",
+        f"--cov-fail-under={project.coverage_min}",
+        "-p",
+        "no:cacheprovider",
+        env=env,
+    )
+    code = _readme_python_blocks(path / "README.md")
+    if code:
+        script = Path(session.create_tmp()).resolve() / "quickstart.py"
+        script.write_text(code)
+        with session.chdir(script.parent):
+            session.run("python", str(script))
+    session.log(f"{project.name} works: {path} (next: follow its CHANGE: comments)")
 
 
 @nox.session(python=False)
