@@ -1,0 +1,132 @@
+"""Test helpers: the Linode API emulator, a fast clock, and a client for a remote emulator.
+
+::
+
+    from aiaas_infra import LinodeProvider, load_spec, example_spec_path, plan, apply
+    from aiaas_infra.testing import LinodeEmulator, emulator_provider
+
+    with LinodeEmulator() as emulator:
+        provider = emulator_provider(emulator)
+        result = apply(plan(load_spec(example_spec_path()), provider), provider)
+
+``aiaas-infra emulator --port 8080`` runs the same emulator as a process; a test drives its
+faults and reads its request log through :class:`RemoteEmulator`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiaas_infra._emulator import AccountLimits, Fault, LinodeEmulator, RegionConfig, RequestRecord
+from aiaas_infra._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from aiaas_infra._provider import LinodeProvider
+
+__all__ = [
+    "AccountLimits",
+    "FastClock",
+    "Fault",
+    "LinodeEmulator",
+    "RegionConfig",
+    "RemoteEmulator",
+    "RequestRecord",
+    "emulator_provider",
+]
+
+
+class FastClock:
+    """A clock whose waits are compressed: ``sleep(s)`` really sleeps ``min(s * scale,
+    max_real)`` and advances ``monotonic`` by the full ``s``. ``sleeps`` records every wait, so a
+    test can check that ``Retry-After`` was honoured without waiting for it."""
+
+    def __init__(self, *, scale: float = 0.05, max_real: float = 0.005) -> None:
+        self.scale = scale
+        self.max_real = max_real
+        self._offset = 0.0
+        self._lock = threading.Lock()
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return time.monotonic() + self._offset
+
+    def sleep(self, seconds: float) -> None:
+        real = min(max(seconds, 0.0) * self.scale, self.max_real) if seconds > 0 else 0.0
+        with self._lock:
+            self.sleeps.append(seconds)
+        if real:
+            time.sleep(real)
+        with self._lock:
+            self._offset += max(seconds - real, 0.0)
+
+
+def emulator_provider(
+    emulator: LinodeEmulator,
+    *,
+    clock: FastClock | None = None,
+    poll_interval: float = 0.02,
+    request_timeout: float = 5.0,
+    retry: RetryPolicy | None = None,
+    **kwargs: Any,
+) -> LinodeProvider:
+    """A :class:`~aiaas_infra.LinodeProvider` for ``emulator``, with waits that do not
+    really wait (a :class:`FastClock`) and quick readiness polls."""
+    from aiaas_infra._provider import LinodeProvider  # noqa: PLC0415
+
+    return LinodeProvider(
+        emulator.token or "emulator-token",
+        base_url=emulator.url,
+        obj_endpoint=emulator.root,
+        clock=clock if clock is not None else FastClock(),
+        poll_interval=poll_interval,
+        request_timeout=request_timeout,
+        retry=retry if retry is not None else RetryPolicy(base_delay=0.5, max_delay=5.0),
+        **kwargs,
+    )
+
+
+class RemoteEmulator:
+    """Drive an emulator running in another process (``aiaas-infra emulator``) over HTTP."""
+
+    def __init__(self, root: str, *, timeout: float = 10.0) -> None:
+        import httpx  # noqa: PLC0415
+
+        self.root = root.rstrip("/")
+        self._http = httpx.Client(base_url=f"{self.root}/_emulator", timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RemoteEmulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def inject(self, fault: Fault) -> None:
+        import attrs  # noqa: PLC0415
+
+        self._http.post("/faults", json=attrs.asdict(fault)).raise_for_status()
+
+    def clear_faults(self) -> None:
+        self._http.delete("/faults").raise_for_status()
+
+    def requests(self) -> list[RequestRecord]:
+        response = self._http.get("/requests")
+        response.raise_for_status()
+        return [RequestRecord(**r) for r in response.json()["data"]]
+
+    def reset_requests(self) -> None:
+        self._http.delete("/requests").raise_for_status()
+
+    def resources(self, kind: str) -> list[dict[str, Any]]:
+        response = self._http.get(f"/resources/{kind}")
+        response.raise_for_status()
+        data: list[dict[str, Any]] = response.json()["data"]
+        return data
+
+    def delete_out_of_band(self, kind: str, label: str) -> None:
+        self._http.delete(f"/resources/{kind}/{label}").raise_for_status()

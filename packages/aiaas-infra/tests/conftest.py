@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from aiaas_infra import (
+    LinodeProvider,
+    LocalStateBackend,
+    PlatformSpec,
+    StateStore,
+    example_spec_path,
+    load_spec,
+)
+from aiaas_infra.testing import FastClock, LinodeEmulator, emulator_provider
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SHARED_DIR = Path(os.environ.get("AIAAS_SHARED_DIR", REPO_ROOT.parent / "shared"))
+
+# Timing-based hypothesis deadlines make a shared, noisy 2-core machine flaky; behaviour is what
+# the properties check.
+settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED_DIR / "fixtures").is_dir():
+        pytest.fail(
+            f"shared fixtures not found at {SHARED_DIR}; lay shared/ beside the repository "
+            "or set AIAAS_SHARED_DIR"
+        )
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def linode_fixtures(shared_dir: Path) -> Path:
+    return shared_dir / "fixtures" / "linode-api4"
+
+
+@pytest.fixture
+def emulator() -> Iterator[LinodeEmulator]:
+    with LinodeEmulator(ready_delay=0.01, kubeconfig_delay=0.02, database_delay=0.01) as em:
+        yield em
+
+
+@pytest.fixture
+def clock() -> FastClock:
+    return FastClock()
+
+
+@pytest.fixture
+def provider(emulator: LinodeEmulator, clock: FastClock) -> LinodeProvider:
+    return emulator_provider(emulator, clock=clock)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateStore:
+    return StateStore(LocalStateBackend(tmp_path / "state"))
+
+
+@pytest.fixture(scope="session")
+def spec() -> PlatformSpec:
+    return load_spec(example_spec_path())
