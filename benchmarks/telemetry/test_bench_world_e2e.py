@@ -10,7 +10,8 @@ Servers, each its own process with one uvicorn worker on a free port of 127.0.0.
   with ``examples/world-service/src`` on ``PYTHONPATH``; examples are not installed in the
   benchmark session): telemetry middleware (request id, server span, metrics, one JSON access-log
   line per request), auth middleware and routes. Tracing is on with the shipped defaults (sampler
-  ``always_on``, batch export every second) and the OTLP/HTTP exporter pointed at a tiny local
+  ``always_on``, export in batches of at most 128 spans every 200 ms, GIL switch interval
+  1 ms: world-service's defaults) and the OTLP/HTTP exporter pointed at a tiny local
   collector (``_otlp_sink.py``, its own process, which answers 200 and counts the spans, so
   export costs what it costs against a healthy collector). Its JSON logs go to a file.
 - ``bare``: ``_bare_world.py``, the same ``GET /world`` body and headers built the same way, with

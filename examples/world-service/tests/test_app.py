@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -157,6 +158,11 @@ def test_settings_from_environment_and_flags(keys: Any) -> None:
     assert settings.port == 9000
     assert settings.host == "0.0.0.0"  # noqa: S104
     assert settings.graceful_timeout == timedelta(seconds=3)
+    assert settings.gil_switch_interval == timedelta(milliseconds=1)  # the service's default
+    assert load({"WORLD_SERVICE_GIL_SWITCH_INTERVAL": "0"}, {}).gil_switch_interval == timedelta(0)
+    assert load({"WORLD_SERVICE_GIL_SWITCH_INTERVAL": "500us"}, {}).gil_switch_interval == (
+        timedelta(microseconds=500)
+    )
     assert [r.subject for r in settings.key_records()] == ["ops", "dashboards"]
     assert keys.hash_key not in repr(settings)
 
@@ -170,6 +176,8 @@ def test_settings_from_environment_and_flags(keys: Any) -> None:
         ({"WORLD_SERVICE_API_KEYS": "ops:abc:admin:hmac-sha256$v1$x"}, "api_keys"),
         ({"WORLD_SERVICE_API_KEY_HASH_KEY": "short"}, "api_key_hash_key"),
         ({"WORLD_SERVICE_GRACEFUL_TIMEOUT": "soon"}, "graceful_timeout"),
+        ({"WORLD_SERVICE_GIL_SWITCH_INTERVAL": "2s"}, "gil_switch_interval"),
+        ({"WORLD_SERVICE_GIL_SWITCH_INTERVAL": "-1ms"}, "gil_switch_interval"),
     ],
 )
 def test_bad_settings(env: dict[str, str], path: str) -> None:
@@ -217,6 +225,10 @@ def test_main_configuration_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "WORLD_SERVICE_PORT" in err
     assert main([], environ={"OTEL_TRACES_SAMPLER": "sometimes"}) == 2
     assert "OTEL_TRACES_SAMPLER" in capsys.readouterr().err
+    switch_interval = sys.getswitchinterval()
+    assert main([], environ={"OTEL_BSP_MAX_QUEUE_SIZE": "lots"}) == 2
+    assert "OTEL_BSP_MAX_QUEUE_SIZE" in capsys.readouterr().err
+    assert sys.getswitchinterval() == switch_interval  # nothing was set up
     with pytest.raises(SystemExit) as exc:
         main(["--port", "x"])
     assert exc.value.code == 2

@@ -339,6 +339,7 @@ def make_telemetry(log_stream: LogCapture) -> Iterator[Callable[..., Any]]:
         if profile is None:
             profile = load_profile({"service_name": "test-service"}, environ={})
         kwargs.setdefault("log_stream", log_stream)
+        kwargs.setdefault("environ", {})  # no OTEL_BSP_* from the shell running the tests
         telemetry = setup(profile, **kwargs)
         made.append(telemetry)
         return telemetry

@@ -6,10 +6,22 @@ import io
 import json
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from aiaas_core import Actor, request_context, set_actor
-from aiaas_telemetry import JsonFormatter, configure_logging, remove_logging
+from aiaas_telemetry import (
+    JsonFormatter,
+    configure_logging,
+    emit_json,
+    is_secret_key,
+    remove_logging,
+)
 
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -122,3 +134,184 @@ def test_configure_logging_replaces_its_own_handler_and_restores_level() -> None
     assert h2 not in logger.handlers
     assert logger.level == logging.DEBUG  # the level before the second configure
     remove_logging(h2, logger)  # idempotent
+
+
+# --------------------------------------------------------------------------- emit_json
+
+
+_keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz._-", min_size=1, max_size=12)
+_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+_values = st.recursive(
+    _scalars | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=3),
+    max_leaves=8,
+)
+_SECRET_KEYS = st.sampled_from(["token", "password", "authorization", "api_key", "x_secret"])
+
+
+@given(
+    fields=st.dictionaries(_keys | _SECRET_KEYS, _values, max_size=6),
+    levelno=st.sampled_from([10, 20, 25, 30, 40, 50]),
+    message=st.text(max_size=40),
+    in_request=st.booleans(),
+)
+def test_format_fields_is_what_format_writes(
+    fields: dict[str, Any], levelno: int, message: str, in_request: bool
+) -> None:
+    """The access log's direct path writes the very line the formatter makes from a record."""
+    formatter = JsonFormatter(
+        "svc",
+        required_fields=["request_id", "trace_id", "actor.subject"],
+        static_fields={"env": "test", "deploy_token": "t0k"},
+    )
+    logger = logging.getLogger("aiaas.test.equality")
+    extra = {k: v for k, v in fields.items() if k not in _RESERVED}
+    with request_context("req-12345678" if in_request else None, trace_id="c" * 32):
+        if in_request:
+            set_actor(Actor("key_abc", ("reader",), "api_key"))
+        record = logger.makeRecord(
+            logger.name, levelno, __file__, 1, "%s", (message,), None, extra=extra
+        )
+        direct = formatter.format_fields(
+            created=record.created,
+            levelno=levelno,
+            message=message,
+            logger=logger.name,
+            fields=extra,
+        )
+        assert direct == formatter.format(record)
+    parsed = json.loads(direct)
+    assert "t0k" not in direct
+    for key in extra:
+        if is_secret_key(key):
+            assert parsed[key] == "[REDACTED]"
+
+
+# Names a LogRecord refuses in extra= (and the formatter's own fields it would never take).
+_RESERVED = frozenset(vars(logging.LogRecord("x", 20, "x", 0, "x", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+@contextmanager
+def only_handler(handler: logging.Handler, logger: logging.Logger) -> Iterator[None]:
+    """``handler`` alone on an isolated logger (no propagation to pytest's root handlers)."""
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.handlers[:] = []
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+
+
+def json_handler(stream: io.StringIO, **kwargs: Any) -> logging.StreamHandler[Any]:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("svc", **kwargs))
+    return handler
+
+
+def test_emit_json_writes_the_lines_logging_would() -> None:
+    logger = logging.getLogger("aiaas.test.emit.same")
+    direct, usual = io.StringIO(), io.StringIO()
+    fields = {"http.status_code": 200, "cookie": "c=1", "nested": {"token": "x", "n": [1, b"b"]}}
+    with request_context("req-abcdef12", trace_id="d" * 32, span_id="e" * 16):
+        with only_handler(json_handler(direct, static_fields={"env": "t"}), logger):
+            assert emit_json(logger, logging.INFO, "GET /x 200", fields) is True
+        with only_handler(json_handler(usual, static_fields={"env": "t"}), logger):
+            logger.info("%s %s %d", "GET", "/x", 200, extra=fields)
+    (a,), (b,) = direct.getvalue().splitlines(), usual.getvalue().splitlines()
+    one, other = json.loads(a), json.loads(b)
+    assert TIME.fullmatch(one.pop("time"))
+    other.pop("time")
+    assert one == other
+    assert one["cookie"] == "[REDACTED]"
+    assert one["nested"] == {"token": "[REDACTED]", "n": [1, "b"]}
+    assert one["request_id"] == "req-abcdef12"
+
+
+def test_emit_json_writes_to_every_json_handler_on_the_way_up() -> None:
+    parent = logging.getLogger("aiaas.test.emit.up")
+    child = logging.getLogger("aiaas.test.emit.up.child")
+    first, second, quiet = io.StringIO(), io.StringIO(), io.StringIO()
+    loud = json_handler(quiet)
+    loud.setLevel(logging.ERROR)  # skipped for an INFO line, as logging would
+    child.addHandler(json_handler(first))
+    child.addHandler(loud)
+    try:
+        with only_handler(json_handler(second, static_fields={"where": "parent"}), parent):
+            assert emit_json(child, logging.INFO, "hello", {"k": 1}) is True
+    finally:
+        child.handlers[:] = []
+    assert json.loads(first.getvalue())["logger"] == "aiaas.test.emit.up.child"
+    assert json.loads(second.getvalue())["where"] == "parent"
+    assert quiet.getvalue() == ""
+
+
+class _Subclass(JsonFormatter):
+    pass
+
+
+class _Other(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "variant", ["logger filter", "handler filter", "formatter subclass", "other handler"]
+)
+def test_emit_json_declines_when_anything_else_would_see_the_record(variant: str) -> None:
+    logger = logging.getLogger(f"aiaas.test.emit.decline.{variant.replace(' ', '_')}")
+    stream = io.StringIO()
+    handler: logging.Handler = json_handler(stream)
+    if variant == "handler filter":
+        handler.addFilter(lambda record: True)
+    elif variant == "formatter subclass":
+        handler.setFormatter(_Subclass("svc"))
+    elif variant == "other handler":
+        handler = _Other()
+    with only_handler(handler, logger):
+        if variant == "logger filter":
+            logger.addFilter(lambda record: True)
+        try:
+            assert emit_json(logger, logging.INFO, "m", {}) is False
+        finally:
+            logger.filters[:] = []
+    assert stream.getvalue() == ""
+
+
+def test_emit_json_declines_without_handlers_or_when_disabled() -> None:
+    logger = logging.getLogger("aiaas.test.emit.none")
+    logger.propagate = False
+    try:
+        assert emit_json(logger, logging.INFO, "m", {}) is False  # logging's last resort
+    finally:
+        logger.propagate = True
+    stream = io.StringIO()
+    with only_handler(json_handler(stream), logger):
+        logger.disabled = True
+        try:
+            assert emit_json(logger, logging.INFO, "m", {}) is False
+        finally:
+            logger.disabled = False
+    assert stream.getvalue() == ""
+
+
+class _Broken(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError("disk full")
+
+
+def test_emit_json_reports_a_failing_stream_like_logging(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logger = logging.getLogger("aiaas.test.emit.broken")
+    with only_handler(json_handler(_Broken()), logger):
+        assert emit_json(logger, logging.INFO, "lost line", {}) is True  # never raises
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" in err
+    assert "disk full" in err

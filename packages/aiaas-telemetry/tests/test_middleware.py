@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
+from aiaas_core import Actor
 from aiaas_telemetry import TelemetryMiddleware
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -490,3 +494,93 @@ async def test_label_caches_are_bounded(tel: Any, asgi: Any, monkeypatch: Any) -
     assert len(wrapped._names) == 2
     assert len(wrapped._duration_children) == 2
     assert len(wrapped._active_children) == 2
+
+
+# --------------------------------------------------------------------------- the lean hot path
+
+
+@contextmanager
+def root_handlers(*handlers: logging.Handler) -> Iterator[None]:
+    """Only ``handlers`` on the root logger (pytest's capture handlers taken off meanwhile)."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = list(handlers)
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_access_line_is_the_same_written_directly_or_through_logging(
+    tel: Any, memory_exporter: Any, asgi: Any, log_stream: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With only the JSON handler listening, the access line skips the LogRecord; same line."""
+    from aiaas_telemetry import _middleware
+
+    used: list[bool] = []
+    original = _middleware.emit_json
+
+    def spy(*args: Any) -> bool:
+        used.append(original(*args))
+        return used[-1]
+
+    monkeypatch.setattr(_middleware, "emit_json", spy)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope["aiaas.actor"] = Actor("key_abc", ("reader",), "api_key")
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    wrapped = tel.middleware(app, routes=["/v1/items/{id}"])
+    headers = [(b"x-request-id", b"same-request-01"), (b"user-agent", b"t/2")]
+    records = _Records()
+    with root_handlers(tel.log_handler):
+        await asgi.call(wrapped, asgi.scope("GET", "/v1/items/7", headers))
+    with root_handlers(tel.log_handler, records):  # another handler: the usual way
+        await asgi.call(wrapped, asgi.scope("GET", "/v1/items/7", headers))
+    assert used == [True, False]
+    direct, usual = log_stream.by_logger("aiaas.access")
+    (record,) = [r for r in records.records if r.name == "aiaas.access"]
+    assert record.getMessage() == "GET /v1/items/7 404"
+    for line in (direct, usual):  # what differs between two requests
+        for key in ("time", "duration_ms", "trace_id", "span_id"):
+            line.pop(key)
+    assert direct == usual
+    assert direct == {
+        "level": "info",
+        "service": "test-service",
+        "message": "GET /v1/items/7 404",
+        "logger": "aiaas.access",
+        "request_id": "same-request-01",
+        "actor.subject": "key_abc",
+        "http.method": "GET",
+        "http.route": "/v1/items/{id}",
+        "http.status_code": 404,
+        "url.path": "/v1/items/7",
+        "client.address": "127.0.0.1",
+        "user_agent": "t/2",
+    }
+    first, second = spans(tel, memory_exporter)
+    for span in (first, second):
+        assert span.attributes["aiaas.actor.subject"] == "key_abc"
+        assert span.attributes["http.response.status_code"] == 404
+        assert "client.address" not in span.attributes  # in the access log, not the span
+
+
+async def test_error_counter_children_are_cached(tel: Any, demo: Any, asgi: Any) -> None:
+    app = tel.middleware(demo, routes=["/missing"])
+    for _ in range(3):
+        await asgi.call(app, asgi.scope("GET", "/missing"))
+    assert len(app._error_children) == 1
+    (code,) = {key[2] for key in app._error_children}
+    labels = {"method": "GET", "route": "/missing", "code": code}
+    assert sample(tel, "http_server_errors_total", **labels) == 3

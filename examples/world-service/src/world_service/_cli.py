@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
             "Configuration: WORLD_SERVICE_HOST, WORLD_SERVICE_PORT (the flags win),"
             " WORLD_SERVICE_API_KEYS (subject:key_id:role[+role]:digest entries),"
             " WORLD_SERVICE_API_KEY_HASH_KEY, WORLD_SERVICE_GRACEFUL_TIMEOUT (e.g. 10s),"
-            " WORLD_SERVICE_TRACING, and the standard OTEL_* variables for telemetry."
+            " WORLD_SERVICE_TRACING, WORLD_SERVICE_GIL_SWITCH_INTERVAL (1ms; 0 for Python's"
+            " default), and the standard OTEL_* variables for telemetry (OTEL_BSP_* included)."
             " Exit codes: 0 after a clean shutdown, 2 for a usage or configuration error."
         ),
     )
@@ -108,12 +109,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if args.issue_key is not None:
         return _issue_key(settings, args.issue_key, args.subject)
 
-    telemetry = setup(
-        profile,
-        tracing=settings.tracing,
-        service_version=__version__,
-        config_summary=settings_summary(settings),
-    )
+    switch_interval = settings.gil_switch_interval.total_seconds()
+    try:
+        telemetry = setup(
+            profile,
+            tracing=settings.tracing,
+            service_version=__version__,
+            config_summary=settings_summary(settings),
+            environ=environ,
+            gil_switch_interval_s=switch_interval or None,
+        )
+    except ConfigError as exc:  # a bad OTEL_BSP_* variable
+        sys.stderr.write(f"{SERVICE_NAME}: {exc.message}\n")
+        return 2
     log = logging.getLogger(SERVICE_NAME)
     try:
         app = create_app(settings, telemetry)

@@ -52,6 +52,11 @@ def _check_entries(_inst: object, _attr: attrs.Attribute[Any], value: tuple[str,
             raise ValueError(f"entry {index + 1}: {exc}") from None
 
 
+def _check_switch_interval(_inst: object, _attr: attrs.Attribute[Any], value: timedelta) -> None:
+    if not timedelta(0) <= value <= timedelta(seconds=1):
+        raise ValueError(f"must be between 0 (Python's default) and 1s, got {value}")
+
+
 def _check_port(_inst: object, _attr: attrs.Attribute[Any], value: int) -> None:
     if not 0 <= value <= 65535:
         raise ValueError(f"port must be between 0 and 65535, got {value}")
@@ -77,6 +82,12 @@ class Settings:
         help="how long in-flight requests may take to finish after SIGTERM",
     )
     tracing: bool = setting(default=True, help="export traces over OTLP (OTEL_* variables)")
+    gil_switch_interval: timedelta = setting(
+        default=timedelta(milliseconds=1),
+        help="the interpreter's GIL switch interval (Python's default is 5ms): how long the event"
+        " loop may wait while the span exporter thread encodes a batch; 0 leaves Python's",
+        validator=_check_switch_interval,
+    )
 
     def hasher(self) -> KeyedHasher | None:
         """The keyed hasher for API key digests, when a hash key is configured."""

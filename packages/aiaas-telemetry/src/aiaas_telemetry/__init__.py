@@ -42,6 +42,7 @@ _LAZY: dict[str, str] = {
     # _logging
     "JsonFormatter": "_logging",
     "configure_logging": "_logging",
+    "emit_json": "_logging",
     "remove_logging": "_logging",
     # _metrics
     "TelemetryMetrics": "_metrics",
@@ -72,6 +73,7 @@ _LAZY: dict[str, str] = {
     "setup": "_setup",
     # _tracing
     "CountingBatchSpanProcessor": "_tracing",
+    "SpanBatchSettings": "_tracing",
 }
 
 __all__ = [
@@ -89,6 +91,7 @@ __all__ = [
     "OtelExporterSettings",
     "RouteResolver",
     "RouterRoutes",
+    "SpanBatchSettings",
     "Telemetry",
     "TelemetryMetrics",
     "TelemetryMiddleware",
@@ -100,6 +103,7 @@ __all__ = [
     "as_route_resolver",
     "auth_audit_hook",
     "configure_logging",
+    "emit_json",
     "error_handler",
     "is_json_content_type",
     "is_secret_key",
@@ -132,7 +136,12 @@ if TYPE_CHECKING:
         read_body,
         read_json,
     )
-    from aiaas_telemetry._logging import JsonFormatter, configure_logging, remove_logging
+    from aiaas_telemetry._logging import (
+        JsonFormatter,
+        configure_logging,
+        emit_json,
+        remove_logging,
+    )
     from aiaas_telemetry._metrics import TelemetryMetrics, metrics_app
     from aiaas_telemetry._middleware import ErrorResponse, TelemetryMiddleware, error_handler
     from aiaas_telemetry._profile import (
@@ -153,7 +162,7 @@ if TYPE_CHECKING:
         as_route_resolver,
     )
     from aiaas_telemetry._setup import Telemetry, setup
-    from aiaas_telemetry._tracing import CountingBatchSpanProcessor
+    from aiaas_telemetry._tracing import CountingBatchSpanProcessor, SpanBatchSettings
 
 
 def __getattr__(name: str) -> Any:

@@ -34,7 +34,7 @@ from typing import IO, Any, Final
 from aiaas_core import get_actor, get_request_id, get_span_id, get_trace_id
 from aiaas_telemetry._redact import REDACTED, _secret, redact
 
-__all__ = ["JsonFormatter", "configure_logging", "remove_logging"]
+__all__ = ["JsonFormatter", "configure_logging", "emit_json", "remove_logging"]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _RECORD_ATTRS: Final = frozenset(
@@ -95,13 +95,49 @@ class JsonFormatter(logging.Formatter):
         return f"{prefix}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
-        data = record.__dict__
+        out = self._fields(
+            record.created,
+            _LEVELS.get(record.levelno) or record.levelname.lower(),
+            record.getMessage(),
+            record.name,
+            record.__dict__,
+        )
+        if record.exc_info and record.exc_info[0] is not None:
+            exc_type, exc, _tb = record.exc_info
+            out["exception.type"] = exc_type.__qualname__
+            out["exception.message"] = str(exc)
+            out["exception.stacktrace"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exception.stacktrace"] = record.exc_text
+        if record.stack_info:
+            out["stack_info"] = self.formatStack(record.stack_info)
+        return self._encode(out)
+
+    def format_fields(
+        self, *, created: float, levelno: int, message: str, logger: str, fields: Mapping[str, Any]
+    ) -> str:
+        """The line :meth:`format` writes for a record with these attributes and ``extra=fields``.
+
+        No :class:`logging.LogRecord` is made: what :func:`emit_json` uses for lines written
+        often (the access log). A record's exception and stack information have no counterpart.
+        """
+        level = _LEVELS.get(levelno) or logging.getLevelName(levelno).lower()
+        return self._encode(self._fields(created, level, message, logger, fields))
+
+    def _fields(
+        self,
+        created: float,
+        level: str,
+        message: str,
+        logger: str,
+        data: Mapping[str, Any],
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "time": self._time(record.created),
-            "level": _LEVELS.get(record.levelno) or record.levelname.lower(),
+            "time": self._time(created),
+            "level": level,
             "service": self.service,
-            "message": record.getMessage(),
-            "logger": record.name,
+            "message": message,
+            "logger": logger,
         }
         request_id = data.get("request_id") or get_request_id()
         trace_id = data.get("trace_id") or get_trace_id()
@@ -132,16 +168,69 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
             else:
                 out[key] = redact(value)
-        if record.exc_info and record.exc_info[0] is not None:
-            exc_type, exc, _tb = record.exc_info
-            out["exception.type"] = exc_type.__qualname__
-            out["exception.message"] = str(exc)
-            out["exception.stacktrace"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            out["exception.stacktrace"] = record.exc_text
-        if record.stack_info:
-            out["stack_info"] = self.formatStack(record.stack_info)
-        return self._encode(out)
+        return out
+
+
+def _direct_handlers(
+    logger: logging.Logger, levelno: int
+) -> list[logging.StreamHandler[Any]] | None:
+    """The handlers a ``levelno`` record from ``logger`` reaches, when :func:`emit_json` may
+    write to them directly: plain :class:`logging.StreamHandler` s with a :class:`JsonFormatter`
+    and no filters, and no filter on ``logger``. ``None`` when anything else would see the record
+    (another handler, a filter, a formatter subclass) or when no handler would (the last resort).
+    """
+    if logger.filters or logger.disabled:
+        return None
+    found: list[logging.StreamHandler[Any]] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if levelno < handler.level:
+                continue
+            if (
+                type(handler) is not logging.StreamHandler
+                or handler.filters
+                or type(handler.formatter) is not JsonFormatter
+            ):
+                return None
+            found.append(handler)
+        if not current.propagate:
+            break
+        current = current.parent
+    return found or None
+
+
+def emit_json(logger: logging.Logger, levelno: int, message: str, fields: dict[str, Any]) -> bool:
+    """Write one line as ``logger.log(levelno, message, extra=fields)`` would, faster.
+
+    When only plain JSON stream handlers would see the record (see :func:`_direct_handlers`),
+    each gets its line from :meth:`JsonFormatter.format_fields` -- the same JSON its
+    :meth:`JsonFormatter.format` makes, without a :class:`logging.LogRecord`, the caller lookup
+    and the handler chain -- and ``True`` is returned. Otherwise nothing is written and the
+    result is ``False``: log the usual way. The caller checks ``logger.isEnabledFor(levelno)``.
+    """
+    handlers = _direct_handlers(logger, levelno)
+    if handlers is None:
+        return False
+    created = time.time()
+    for handler in handlers:
+        formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
+        handler.acquire()
+        try:
+            line = formatter.format_fields(
+                created=created, levelno=levelno, message=message, logger=logger.name, fields=fields
+            )
+            handler.stream.write(line + handler.terminator)
+            handler.flush()
+        except RecursionError:  # as StreamHandler.emit does
+            raise
+        except Exception:  # noqa: BLE001 -- reported the way logging reports a failing handler
+            handler.handleError(
+                logger.makeRecord(logger.name, levelno, "(emit_json)", 0, message, (), None)
+            )
+        finally:
+            handler.release()
+    return True
 
 
 _HANDLER_MARK: Final = "_aiaas_telemetry_handler"

@@ -20,7 +20,10 @@ For every HTTP request it:
    ``http_server_errors_total`` by code.
 
 Per-request work is kept small: every regular expression, label set, span name and metric child is
-built once and cached; tracing headers are only parsed when present.
+built once and cached; tracing headers are only parsed when present; the span carries what a trace
+needs (route, method, path, scheme, status, request id, user agent, actor) and leaves the rest --
+the client address, the duration -- to the access-log line; and that line is written straight to
+the JSON log handler (:func:`aiaas_telemetry._logging.emit_json`) when nothing else would see it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from aiaas_core import (
     set_trace,
 )
 from aiaas_telemetry._asgi import ASGIApp, Message, Receive, Scope, Send
+from aiaas_telemetry._logging import emit_json
 from aiaas_telemetry._routes import UNMATCHED, as_route_resolver, template_from_scope
 
 if TYPE_CHECKING:
@@ -93,6 +97,7 @@ class TelemetryMiddleware:
         "_active_children",
         "_duration",
         "_duration_children",
+        "_error_children",
         "_errors",
         "_exclude",
         "_max_body",
@@ -144,6 +149,7 @@ class TelemetryMiddleware:
         self._names: dict[tuple[str, str], str] = {}
         self._duration_children: dict[tuple[str, str, str], Any] = {}
         self._active_children: dict[tuple[str, str], Any] = {}
+        self._error_children: dict[tuple[str, str, str], Any] = {}
 
     # ------------------------------------------------------------------ cached metric children
 
@@ -172,6 +178,15 @@ class TelemetryMiddleware:
             child = self._duration.labels(method, route, status_class)
             if len(self._duration_children) < _CACHE_LIMIT:
                 self._duration_children[key] = child
+        return child
+
+    def _error_child(self, method: str, route: str, code: str) -> Any:
+        key = (method, route, code)
+        child = self._error_children.get(key)
+        if child is None:
+            child = self._errors.labels(method, route, code)
+            if len(self._error_children) < _CACHE_LIMIT:
+                self._error_children[key] = child
         return child
 
     # ------------------------------------------------------------------ ASGI
@@ -283,9 +298,6 @@ class TelemetryMiddleware:
                 }
                 if template is not None:
                     attributes["http.route"] = template
-                client = scope.get("client")
-                if client:
-                    attributes["client.address"] = client[0]
                 if user_agent is not None:
                     attributes["user_agent.original"] = user_agent.decode("latin-1")
                 span = tracer.start_span(
@@ -399,15 +411,18 @@ class TelemetryMiddleware:
                 active.dec()
                 self._duration_child(method, route_after, _status_class(status)).observe(duration)
                 if error_code is not None:
-                    self._errors.labels(method, route_after, error_code).inc()
+                    self._error_child(method, route_after, error_code).inc()
                 # AuthMiddleware (inside) restores the actor context var on its way out but
                 # leaves the authenticated actor in the scope.
                 actor = scope.get("aiaas.actor")
                 subject: str | None = getattr(actor, "subject", None)
                 if span is not None:
-                    span.set_attribute("http.response.status_code", status)
-                    if subject is not None:
-                        span.set_attribute("aiaas.actor.subject", subject)
+                    if subject is None:
+                        span.set_attribute("http.response.status_code", status)
+                    else:
+                        span.set_attributes(
+                            {"http.response.status_code": status, "aiaas.actor.subject": subject}
+                        )
                     if status >= 500:
                         span.set_status(Status(StatusCode.ERROR))
                     span.end()
@@ -458,7 +473,8 @@ class TelemetryMiddleware:
             extra["error.code"] = error_code
         if subject is not None:
             extra["actor.subject"] = subject
-        _ACCESS.info("%s %s %d", method, path, status, extra=extra)
+        if not emit_json(_ACCESS, logging.INFO, f"{method} {path} {status:d}", extra):
+            _ACCESS.info("%s %s %d", method, path, status, extra=extra)
 
 
 class ErrorResponse:

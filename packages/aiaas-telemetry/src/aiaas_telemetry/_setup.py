@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
+import sys
 from collections.abc import Collection, Mapping, MutableMapping
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -18,9 +20,8 @@ from aiaas_telemetry._metrics import TelemetryMetrics
 from aiaas_telemetry._middleware import DEFAULT_MAX_BODY_BYTES, TelemetryMiddleware
 from aiaas_telemetry._profile import TelemetryProfile
 from aiaas_telemetry._tracing import (
-    DEFAULT_MAX_QUEUE_SIZE,
-    DEFAULT_SCHEDULE_DELAY_MS,
     CountingBatchSpanProcessor,
+    SpanBatchSettings,
     Tracing,
     build_propagator,
     build_tracing,
@@ -46,7 +47,8 @@ class Telemetry:
     ``logger`` is the service's own logger (named after the service); ``tracer_provider`` and
     ``tracer`` are ``None`` when tracing is off; ``registry`` is the service's Prometheus
     registry and ``metrics`` its metric objects; ``audit`` takes audit events; ``propagator``
-    reads and writes trace context headers. :meth:`middleware` wraps an ASGI app,
+    reads and writes trace context headers; ``span_batch`` holds the span batch settings
+    (``None`` when tracing is off). :meth:`middleware` wraps an ASGI app,
     :meth:`metrics_app` serves ``/metrics``, :meth:`shutdown` flushes and stops within a bound.
     Also a context manager: leaving the block shuts down.
     """
@@ -61,6 +63,8 @@ class Telemetry:
         tracing: Tracing | None,
         log_handler: logging.Handler | None,
         shutdown_timeout_s: float,
+        span_batch: SpanBatchSettings | None = None,
+        previous_switch_interval: float | None = None,
     ) -> None:
         self.profile = profile
         self.metrics = metrics
@@ -71,6 +75,8 @@ class Telemetry:
         self._tracing = tracing
         self._log_handler = log_handler
         self._shutdown_timeout_s = shutdown_timeout_s
+        self._previous_switch_interval = previous_switch_interval
+        self.span_batch = span_batch
         self._closed = False
 
     @property
@@ -139,7 +145,7 @@ class Telemetry:
         Returns ``True`` when the last flush finished in time; ``False`` when it was cut short
         to keep the bound (the spans left are counted as dropped, ``reason="shutdown"``).
         Spans whose export failed are counted either way (``reason="export_failed"``).
-        Idempotent. The JSON log handler is
+        Idempotent. A GIL switch interval :func:`setup` set is put back. The JSON log handler is
         removed last, so the shutdown's own log lines are still JSON.
         """
         if self._closed:
@@ -150,6 +156,8 @@ class Telemetry:
         complete = True
         if self._tracing is not None:
             complete = shutdown_tracing(self._tracing, timeout)
+        if self._previous_switch_interval is not None:
+            sys.setswitchinterval(self._previous_switch_interval)
         if self._log_handler is not None:
             remove_logging(self._log_handler)
         return complete
@@ -182,10 +190,14 @@ def setup(
     static_log_fields: Mapping[str, Any] | None = None,
     config_summary: Mapping[str, object] | None = None,
     process_metrics: bool = True,
-    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
-    schedule_delay_ms: float = DEFAULT_SCHEDULE_DELAY_MS,
+    max_queue_size: int | None = None,
+    schedule_delay_ms: float | None = None,
+    max_export_batch_size: int | None = None,
+    export_timeout_ms: float | None = None,
+    environ: Mapping[str, str] | None = None,
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
     install_global: bool = False,
+    gil_switch_interval_s: float | None = None,
 ) -> Telemetry:
     """Configure a service's telemetry from its profile and return the handles.
 
@@ -199,13 +211,21 @@ def setup(
       every line.
     - Traces: with ``tracing``, an SDK tracer provider with the profile's parent-based sampler,
       the OTLP exporter (or ``span_exporter``) behind a bounded, counting batch processor
-      (``max_queue_size`` spans, exported every ``schedule_delay_ms``).
+      (:class:`SpanBatchSettings`: batches of at most ``max_export_batch_size`` spans (128),
+      exported every ``schedule_delay_ms`` (200), at most ``max_queue_size`` spans waiting (2048),
+      ``export_timeout_ms`` capping one export below the profile's exporter timeout). Defaults <
+      the ``OTEL_BSP_*`` variables of ``environ`` (``os.environ``) < these keyword arguments.
     - Audit: events go to ``audit_sink`` (default :class:`LoggingAuditSink`, logger
       ``aiaas.audit``); one ``config.override`` event is emitted per override in
       ``profile.overrides``.
     - ``install_global`` also makes the tracer provider and propagator OpenTelemetry's global
       ones (for other instrumentation libraries); off by default so that setup has no
       process-wide side effects beyond logging.
+    - ``gil_switch_interval_s`` (opt-in, ``None`` leaves it alone): set the interpreter's GIL
+      switch interval (:func:`sys.setswitchinterval`, 5 ms by default) for the process, put back
+      by :meth:`Telemetry.shutdown`. A shorter one (``0.001``) bounds how long the event loop waits
+      for the GIL while the span exporter thread encodes a batch; a process-wide setting, so it is
+      the service's choice, never a library default.
 
     :meth:`Telemetry.shutdown` (also run at interpreter exit) is bounded by
     ``shutdown_timeout_s``. Raises :class:`aiaas_core.ConfigError` when the profile asks for
@@ -217,6 +237,28 @@ def setup(
         )
     if shutdown_timeout_s <= 0:
         raise ValueError(f"shutdown_timeout_s must be > 0, got {shutdown_timeout_s!r}")
+    switch: object = gil_switch_interval_s
+    if switch is not None and (
+        isinstance(switch, bool)
+        or not isinstance(switch, int | float)
+        or not math.isfinite(switch)
+        or not 0 < switch <= 1
+    ):
+        raise ValueError(
+            "gil_switch_interval_s must be a number of seconds above 0 and at most 1"
+            f" (0.001 for 1 ms), got {switch!r}"
+        )
+    span_batch = (
+        SpanBatchSettings.from_environment(
+            environ,
+            max_queue_size=max_queue_size,
+            schedule_delay_ms=schedule_delay_ms,
+            max_export_batch_size=max_export_batch_size,
+            export_timeout_ms=export_timeout_ms,
+        )
+        if tracing
+        else None
+    )
     propagator = build_propagator(profile.tracing.propagators)
     registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
     info: dict[str, str] = {"aiaas_telemetry_version": __version__}
@@ -242,10 +284,9 @@ def setup(
             metrics,
             exporter=span_exporter,
             service_version=service_version,
-            max_queue_size=max_queue_size,
-            schedule_delay_millis=schedule_delay_ms,
+            batch=span_batch,
         )
-        if tracing
+        if span_batch is not None
         else None
     )
     auditor = Auditor(
@@ -260,24 +301,35 @@ def setup(
         tracing=traces,
         log_handler=handler,
         shutdown_timeout_s=shutdown_timeout_s,
+        span_batch=span_batch,
+        previous_switch_interval=(
+            sys.getswitchinterval() if gil_switch_interval_s is not None else None
+        ),
     )
+    if gil_switch_interval_s is not None:
+        sys.setswitchinterval(gil_switch_interval_s)
     if install_global and traces is not None:
         from opentelemetry import propagate, trace  # noqa: PLC0415 -- only when asked
 
         trace.set_tracer_provider(traces.provider)
         propagate.set_global_textmap(propagator)
     atexit.register(telemetry._atexit)
-    for override in profile.overrides:
+    for override in (*profile.overrides, *(span_batch.overrides if span_batch else ())):
         auditor.config_override(
             setting=override.setting,
             source=override.source,
             value=override.value,
             secret=override.secret,
         )
+    config = {**profile.summary(), **info}
+    if span_batch is not None:
+        config.update(span_batch.summary())
+    if gil_switch_interval_s is not None:
+        config["gil_switch_interval_s"] = f"{gil_switch_interval_s:g}"
     _log.info(
         "telemetry configured for %s (tracing %s)",
         profile.service_name,
         "on" if traces is not None else "off",
-        extra={"config": {**profile.summary(), **info}},
+        extra={"config": config},
     )
     return telemetry

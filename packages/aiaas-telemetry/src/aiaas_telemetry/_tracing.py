@@ -3,6 +3,11 @@
 - Spans go through :class:`CountingBatchSpanProcessor`, the SDK's ``BatchSpanProcessor`` with a
   bounded queue (``max_queue_size``, 2048 by default); when the queue is full the SDK drops the
   oldest span and we count it (``aiaas_telemetry_spans_dropped_total{reason="queue_full"}``).
+- Spans leave in small, frequent batches (:class:`SpanBatchSettings`: at most 128 spans, every
+  200 ms by default, where the SDK says 512 every 5 s). Encoding a batch holds the GIL; a small
+  batch holds it for a few milliseconds, so requests served meanwhile wait little, where one
+  large batch a second stalls every request that arrives during its encoding. The standard
+  ``OTEL_BSP_*`` variables set them (:meth:`SpanBatchSettings.from_environment`).
 - The exporter (OTLP/HTTP by default) is wrapped to count spans exported, failed batches
   (``aiaas_telemetry_span_export_failures_total``) and the spans lost with them
   (``reason="export_failed"``). One export, retries included, is bounded by the profile's
@@ -19,9 +24,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
+import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -42,15 +49,167 @@ from opentelemetry.trace import Tracer
 from aiaas_core import ConfigError, ConfigProblem
 from aiaas_telemetry import __version__
 from aiaas_telemetry._metrics import TelemetryMetrics
-from aiaas_telemetry._profile import TelemetryProfile
+from aiaas_telemetry._profile import ConfigOverride, TelemetryProfile
 
-__all__ = ["CountingBatchSpanProcessor"]
+__all__ = ["BSP_ENVIRONMENT_VARIABLES", "CountingBatchSpanProcessor", "SpanBatchSettings"]
 
 _log = logging.getLogger("aiaas.telemetry")
 
 DEFAULT_MAX_QUEUE_SIZE: Final = 2048
-DEFAULT_MAX_EXPORT_BATCH_SIZE: Final = 512
-DEFAULT_SCHEDULE_DELAY_MS: Final = 1000
+DEFAULT_MAX_EXPORT_BATCH_SIZE: Final = 128
+DEFAULT_SCHEDULE_DELAY_MS: Final = 200
+
+#: The standard batch span processor variables :meth:`SpanBatchSettings.from_environment` reads,
+#: and the setting each one sets (all in milliseconds or spans).
+BSP_ENVIRONMENT_VARIABLES: Final[Mapping[str, str]] = {
+    "OTEL_BSP_SCHEDULE_DELAY": "schedule_delay_ms",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "max_export_batch_size",
+    "OTEL_BSP_MAX_QUEUE_SIZE": "max_queue_size",
+    "OTEL_BSP_EXPORT_TIMEOUT": "export_timeout_ms",
+}
+# setting -> (lowest, highest, what it is); every value is a whole number.
+_BATCH_LIMITS: Final[Mapping[str, tuple[int, int, str]]] = {
+    "schedule_delay_ms": (1, 60_000, "milliseconds"),
+    "max_export_batch_size": (1, 1_048_576, "spans"),
+    "max_queue_size": (1, 1_048_576, "spans"),
+    "export_timeout_ms": (1, 600_000, "milliseconds"),
+}
+
+
+def _batch_problem(name: str, value: object) -> str | None:
+    low, high, unit = _BATCH_LIMITS[name]
+    if value is None and name == "export_timeout_ms":
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value != int(value)
+        or not low <= value <= high
+    ):
+        return f"a whole number of {unit} between {low:,} and {high:,}"
+    return None
+
+
+def _check_batch(inst: SpanBatchSettings, attribute: attrs.Attribute[Any], value: object) -> None:
+    problem = _batch_problem(attribute.name, value)
+    if problem is not None:
+        raise ValueError(f"{attribute.name} must be {problem}, got {value!r}")
+
+
+@attrs.frozen
+class SpanBatchSettings:
+    """How spans are batched for export (the SDK's batch span processor settings).
+
+    - ``schedule_delay_ms``: the longest a span waits before its batch leaves (200);
+    - ``max_export_batch_size``: spans per export at most (128); a full batch leaves at once;
+      a value above ``max_queue_size`` is lowered to it;
+    - ``max_queue_size``: spans waiting at most (2048); beyond, the oldest is dropped and counted;
+    - ``export_timeout_ms``: when set, caps the time one export may take below the profile's
+      ``otel_exporter.timeout_ms`` (the built OTLP exporter gets the smaller of the two).
+
+    Small batches sent often keep the exporter thread's hold on the GIL short (see the module
+    documentation). :meth:`from_environment` reads the standard ``OTEL_BSP_*`` variables.
+    """
+
+    schedule_delay_ms: float = attrs.field(
+        default=DEFAULT_SCHEDULE_DELAY_MS, validator=_check_batch
+    )
+    max_export_batch_size: int = attrs.field(
+        default=DEFAULT_MAX_EXPORT_BATCH_SIZE, validator=_check_batch
+    )
+    max_queue_size: int = attrs.field(default=DEFAULT_MAX_QUEUE_SIZE, validator=_check_batch)
+    export_timeout_ms: float | None = attrs.field(default=None, validator=_check_batch)
+    #: The values the environment set (not part of equality).
+    overrides: tuple[ConfigOverride, ...] = attrs.field(default=(), eq=False, repr=False)
+
+    @property
+    def batch_size(self) -> int:
+        """The batch size used: ``max_export_batch_size``, at most ``max_queue_size``."""
+        return min(self.max_export_batch_size, self.max_queue_size)
+
+    def summary(self) -> dict[str, str]:
+        """A flat summary for the start-up log line."""
+        timeout = self.export_timeout_ms
+        return {
+            "span_batch_schedule_delay_ms": f"{self.schedule_delay_ms:g}",
+            "span_batch_max_export_batch_size": str(self.batch_size),
+            "span_batch_max_queue_size": str(self.max_queue_size),
+            "span_batch_export_timeout_ms": "-" if timeout is None else f"{timeout:g}",
+        }
+
+    @classmethod
+    def from_environment(
+        cls, environ: Mapping[str, str] | None = None, **overrides: float | None
+    ) -> SpanBatchSettings:
+        """Defaults < ``OTEL_BSP_*`` variables of ``environ`` (``os.environ``) < ``overrides``.
+
+        ``overrides`` are keyword settings (``schedule_delay_ms=50``); ``None`` leaves a setting
+        to the layers below. Each value taken from the environment is recorded in
+        ``overrides`` of the result (so :func:`aiaas_telemetry.setup` audits it). Every problem is
+        reported at once in one :class:`aiaas_core.ConfigError`; a batch size above the queue size
+        is a problem when both were given, and is lowered to the queue size otherwise.
+        """
+        env = os.environ if environ is None else environ
+        unknown = sorted(set(overrides) - set(_BATCH_LIMITS))
+        if unknown:
+            raise TypeError(f"unknown span batch setting(s): {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        recorded: list[ConfigOverride] = []
+        problems: list[ConfigProblem] = []
+        for variable, name in BSP_ENVIRONMENT_VARIABLES.items():
+            raw = env.get(variable, "").strip()
+            if not raw:
+                continue
+            source = f"env {variable}"
+            try:
+                number: float = float(raw)
+            except ValueError:
+                number = math.nan
+            problem = _batch_problem(name, number)
+            if problem is not None:
+                problems.append(
+                    ConfigProblem(
+                        f"span_batch.{name}", source, raw, problem, f"fix or unset {variable}"
+                    )
+                )
+                continue
+            values[name] = int(number)
+            sources[name] = source
+            recorded.append(ConfigOverride(f"span_batch.{name}", source, str(int(number))))
+        for name, value in overrides.items():
+            if value is None:
+                continue
+            problem = _batch_problem(name, value)
+            if problem is not None:
+                problems.append(
+                    ConfigProblem(
+                        f"span_batch.{name}",
+                        "override",
+                        value,
+                        problem,
+                        f"pass a valid {name}",
+                    )
+                )
+                continue
+            values[name] = value
+            sources[name] = "override"
+        batch, queue = values.get("max_export_batch_size"), values.get("max_queue_size")
+        if batch is not None and queue is not None and batch > queue:
+            source = sources["max_export_batch_size"]
+            problems.append(
+                ConfigProblem(
+                    "span_batch.max_export_batch_size",
+                    source,
+                    batch,
+                    f"at most max_queue_size ({queue}, from {sources['max_queue_size']})",
+                    "lower the batch size or raise the queue size",
+                )
+            )
+        if problems:
+            raise ConfigError(problems=problems)
+        return cls(**values, overrides=tuple(recorded))
 
 
 class _CountingExporter(SpanExporter):
@@ -246,9 +405,13 @@ def build_propagator(names: Sequence[str]) -> TextMapPropagator:
     return CompositePropagator(propagators)
 
 
-def build_exporter(profile: TelemetryProfile) -> SpanExporter:
-    """The OTLP span exporter the profile describes, with its bounded timeout."""
+def build_exporter(profile: TelemetryProfile, *, timeout_ms: float | None = None) -> SpanExporter:
+    """The OTLP span exporter the profile describes, with its bounded timeout.
+
+    ``timeout_ms`` replaces the profile's ``otel_exporter.timeout_ms`` when given.
+    """
     exp = profile.otel_exporter
+    timeout_s = exp.timeout_s if timeout_ms is None else timeout_ms / 1000.0
     if exp.protocol == "grpc":
         try:
             grpc = importlib.import_module("opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
@@ -266,7 +429,7 @@ def build_exporter(profile: TelemetryProfile) -> SpanExporter:
                 ]
             ) from None
         exporter: SpanExporter = grpc.OTLPSpanExporter(
-            endpoint=exp.endpoint, headers=exp.revealed_headers(), timeout=exp.timeout_s
+            endpoint=exp.endpoint, headers=exp.revealed_headers(), timeout=timeout_s
         )
         return exporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
@@ -274,8 +437,28 @@ def build_exporter(profile: TelemetryProfile) -> SpanExporter:
     )
 
     return OTLPSpanExporter(
-        endpoint=exp.traces_url, headers=exp.revealed_headers(), timeout=exp.timeout_s
+        endpoint=exp.traces_url, headers=exp.revealed_headers(), timeout=timeout_s
     )
+
+
+class _Resource(Resource):
+    """A :class:`Resource` that hashes once.
+
+    The OTLP encoder groups each batch's spans by resource, hashing the resource once per span;
+    the SDK's hash serialises every attribute to JSON each time (about a fifth of the encoding
+    time). A resource is immutable, so its hash is computed once.
+    """
+
+    _hash: int | None = None
+
+    def __hash__(self) -> int:
+        cached = self._hash
+        if cached is None:
+            cached = self._hash = super().__hash__()
+        return cached
+
+    def __eq__(self, other: object) -> bool:
+        return super().__eq__(other)
 
 
 @attrs.define
@@ -293,30 +476,36 @@ def build_tracing(
     *,
     exporter: SpanExporter | None = None,
     service_version: str | None = None,
-    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
-    max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE,
-    schedule_delay_millis: float = DEFAULT_SCHEDULE_DELAY_MS,
+    batch: SpanBatchSettings | None = None,
 ) -> Tracing:
+    batch = batch if batch is not None else SpanBatchSettings()
     attributes: dict[str, Any] = dict(profile.metrics.resource_attributes)
     attributes["service.name"] = profile.service_name
     if service_version:
         attributes["service.version"] = service_version
     provider = TracerProvider(
         sampler=_sampler(profile),
-        resource=Resource.create(attributes),
+        resource=_cached_hash(Resource.create(attributes)),
         shutdown_on_exit=False,  # our shutdown is bounded; the SDK's atexit hook is not
     )
+    timeout_ms: float = profile.otel_exporter.timeout_ms
+    if batch.export_timeout_ms is not None:
+        timeout_ms = min(timeout_ms, batch.export_timeout_ms)
     processor = CountingBatchSpanProcessor(
-        exporter if exporter is not None else build_exporter(profile),
+        exporter if exporter is not None else build_exporter(profile, timeout_ms=timeout_ms),
         metrics,
-        max_queue_size=max_queue_size,
-        max_export_batch_size=min(max_export_batch_size, max_queue_size),
-        schedule_delay_millis=schedule_delay_millis,
-        export_timeout_millis=profile.otel_exporter.timeout_ms,
+        max_queue_size=batch.max_queue_size,
+        max_export_batch_size=batch.batch_size,
+        schedule_delay_millis=batch.schedule_delay_ms,
+        export_timeout_millis=timeout_ms,
     )
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("aiaas_telemetry", __version__)
     return Tracing(provider=provider, tracer=tracer, processor=processor)
+
+
+def _cached_hash(resource: Resource) -> Resource:
+    return _Resource(resource.attributes, resource.schema_url)
 
 
 def shutdown_tracing(tracing: Tracing, timeout_s: float) -> bool:

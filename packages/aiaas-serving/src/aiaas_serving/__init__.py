@@ -1,0 +1,147 @@
+"""aiaas-serving: a torch dynamic-batching runtime, model adapters and OpenAI-compatible ASGI
+endpoints.
+
+``import aiaas_serving`` is cheap and never imports torch: each name is imported from its private
+module the first time it is used (the runtime and the adapters bring torch in).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# name -> private module that defines it. Kept in step with __all__ by tests/test_public_api.py.
+_LAZY: dict[str, str] = {
+    # _adapter
+    "ModelAdapter": "_adapter",
+    "StreamingModelAdapter": "_adapter",
+    # _asgi
+    "OpenAIEmbeddings": "_asgi",
+    "mount_openai": "_asgi",
+    # _bert
+    "BertConfig": "_bert",
+    "BertEncoder": "_bert",
+    "load_bert_encoder": "_bert",
+    # _embedding
+    "SentenceEmbeddingAdapter": "_embedding",
+    "minilm_model_dir": "_embedding",
+    # _errors
+    "Cancelled": "_errors",
+    "DeadlineExceeded": "_errors",
+    "GatewayTimeoutError": "_errors",
+    "InputTooLarge": "_errors",
+    "InvalidInput": "_errors",
+    "ModelError": "_errors",
+    "ModelNotFound": "_errors",
+    "Overloaded": "_errors",
+    "ServingError": "_errors",
+    "ShuttingDown": "_errors",
+    # _metrics
+    "HistogramSnapshot": "_metrics",
+    "InMemoryMetrics": "_metrics",
+    "MetricSpec": "_metrics",
+    "PrometheusMetrics": "_metrics",
+    "ServingMetrics": "_metrics",
+    # _policy
+    "BatchPolicy": "_policy",
+    "ExecutionOptions": "_policy",
+    "default_buckets": "_policy",
+    # _runtime
+    "ModelInfo": "_runtime",
+    "RequestHandle": "_runtime",
+    "ResponseStream": "_runtime",
+    "Runtime": "_runtime",
+    "ServedModel": "_runtime",
+    # _sync
+    "SyncRuntime": "_sync",
+    # _tensor_adapter
+    "TensorAdapter": "_tensor_adapter",
+}
+
+__all__ = [
+    "BatchPolicy",
+    "BertConfig",
+    "BertEncoder",
+    "Cancelled",
+    "DeadlineExceeded",
+    "ExecutionOptions",
+    "GatewayTimeoutError",
+    "HistogramSnapshot",
+    "InMemoryMetrics",
+    "InputTooLarge",
+    "InvalidInput",
+    "MetricSpec",
+    "ModelAdapter",
+    "ModelError",
+    "ModelInfo",
+    "ModelNotFound",
+    "OpenAIEmbeddings",
+    "Overloaded",
+    "PrometheusMetrics",
+    "RequestHandle",
+    "ResponseStream",
+    "Runtime",
+    "SentenceEmbeddingAdapter",
+    "ServedModel",
+    "ServingError",
+    "ServingMetrics",
+    "ShuttingDown",
+    "StreamingModelAdapter",
+    "SyncRuntime",
+    "TensorAdapter",
+    "__version__",
+    "default_buckets",
+    "load_bert_encoder",
+    "minilm_model_dir",
+    "mount_openai",
+]
+
+if TYPE_CHECKING:
+    from aiaas_serving._adapter import ModelAdapter, StreamingModelAdapter
+    from aiaas_serving._asgi import OpenAIEmbeddings, mount_openai
+    from aiaas_serving._bert import BertConfig, BertEncoder, load_bert_encoder
+    from aiaas_serving._embedding import SentenceEmbeddingAdapter, minilm_model_dir
+    from aiaas_serving._errors import (
+        Cancelled,
+        DeadlineExceeded,
+        GatewayTimeoutError,
+        InputTooLarge,
+        InvalidInput,
+        ModelError,
+        ModelNotFound,
+        Overloaded,
+        ServingError,
+        ShuttingDown,
+    )
+    from aiaas_serving._metrics import (
+        HistogramSnapshot,
+        InMemoryMetrics,
+        MetricSpec,
+        PrometheusMetrics,
+        ServingMetrics,
+    )
+    from aiaas_serving._policy import BatchPolicy, ExecutionOptions, default_buckets
+    from aiaas_serving._runtime import (
+        ModelInfo,
+        RequestHandle,
+        ResponseStream,
+        Runtime,
+        ServedModel,
+    )
+    from aiaas_serving._sync import SyncRuntime
+    from aiaas_serving._tensor_adapter import TensorAdapter
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aiaas_serving' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"aiaas_serving.{module}"), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,412 @@
+"""OpenAI-compatible embeddings over pure ASGI (no web framework needed).
+
+:class:`OpenAIEmbeddings` is an ASGI app answering ``POST /v1/embeddings`` (and ``GET /v1/models``,
+``GET /v1/models/{id}``) from a :class:`Runtime`; :func:`mount_openai` puts it in front of any
+ASGI app, which keeps every other path.
+
+Request: ``{"model": "...", "input": "text" | ["text", ...], "encoding_format": "float" |
+"base64", "dimensions": N, "user": "..."}``. Response: ``{"object": "list", "data":
+[{"object": "embedding", "index": i, "embedding": [...] | "<base64 little-endian float32>"}],
+"model": "...", "usage": {"prompt_tokens": n, "total_tokens": n}}`` where the token counts are
+the tokens the model saw (special tokens included). Errors use OpenAI's shape, ``{"error":
+{"message", "type", "param", "code"}}``, with the aiaas stable code in lower case as ``code``;
+an overloaded model answers 429 with ``Retry-After``. A list of inputs is admitted all or none,
+and a client that disconnects has its requests withdrawn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from aiaas_core import (
+    AiaasError,
+    BadRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    accept_request_id,
+)
+from aiaas_serving._errors import ModelNotFound
+
+if TYPE_CHECKING:
+    from aiaas_serving._runtime import RequestHandle, Runtime
+
+__all__ = ["OpenAIEmbeddings", "mount_openai"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("aiaas_serving")
+
+_JSON: Final = (b"content-type", b"application/json")
+_MAX_BODY: Final = 4 * 1024 * 1024
+_MAX_INPUTS: Final = 2048
+
+
+class _MethodNotAllowedError(AiaasError):
+    code = "METHOD_NOT_ALLOWED"
+    status = 405
+    title = "Method not allowed"
+
+
+class _ParamError(BadRequestError):
+    def __init__(self, message: str, param: str | None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class _UnknownModelError(ModelNotFound):
+    param = "model"
+
+
+def _error_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    if 400 <= status < 500:
+        return "invalid_request_error"
+    return "server_error"
+
+
+def openai_error(exc: BaseException) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body of ``exc`` in OpenAI's error shape (safe text only)."""
+    err = exc if isinstance(exc, AiaasError) else AiaasError()
+    param = getattr(err, "param", None)
+    body = json.dumps(
+        {
+            "error": {
+                "message": err.message,
+                "type": _error_type(err.status),
+                "param": param,
+                "code": err.code.lower(),
+            }
+        },
+        separators=(",", ":"),
+    ).encode()
+    headers = [_JSON]
+    headers.extend(
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers.items()
+    )
+    return err.status, headers, body
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+async def _send(
+    send: Send,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    request_id: str,
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *headers,
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None when the client disconnected while sending it."""
+    declared = _header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _parse_inputs(raw: object, max_inputs: int) -> list[str]:
+    if isinstance(raw, str):
+        inputs = [raw]
+    elif isinstance(raw, list):
+        if not raw:
+            raise _ParamError("'input' must not be an empty list", "input")
+        if all(isinstance(x, str) for x in raw):
+            inputs = list(raw)
+        elif all(
+            isinstance(x, int) or (isinstance(x, list) and all(isinstance(y, int) for y in x))
+            for x in raw
+        ):
+            raise _ParamError(
+                "token-id inputs are not supported by this server: send text", "input"
+            )
+        else:
+            raise _ParamError("'input' must be a string or a list of strings", "input")
+    elif raw is None:
+        raise _ParamError("'input' is required", "input")
+    else:
+        raise _ParamError("'input' must be a string or a list of strings", "input")
+    if len(inputs) > max_inputs:
+        raise _ParamError(
+            f"'input' holds {len(inputs)} items; at most {max_inputs} are accepted per request",
+            "input",
+        )
+    if any(not text for text in inputs):
+        raise _ParamError("'input' must not contain empty strings", "input")
+    return inputs
+
+
+class OpenAIEmbeddings:
+    """An ASGI app serving OpenAI's embeddings API from ``runtime``.
+
+    ``models`` maps the public model ids clients send to runtime model names (a sequence means
+    the same names; ``None`` exposes every runtime model under its own name). ``timeout`` bounds
+    each request (seconds; ``None``: no deadline). ``prefix`` is where the API lives.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        models: Mapping[str, str] | Sequence[str] | None = None,
+        prefix: str = "/v1",
+        timeout: float | None = None,
+        max_body_bytes: int = _MAX_BODY,
+        max_inputs: int = _MAX_INPUTS,
+    ) -> None:
+        if max_body_bytes < 1 or max_inputs < 1:
+            raise ValueError("max_body_bytes and max_inputs must be >= 1")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        self.runtime = runtime
+        if models is None or isinstance(models, Mapping):
+            self._models: dict[str, str] | None = dict(models) if models is not None else None
+        else:
+            self._models = {name: name for name in models}
+        self.prefix = prefix.rstrip("/")
+        self.timeout = timeout
+        self.max_body_bytes = max_body_bytes
+        self.max_inputs = max_inputs
+
+    def handles(self, path: str) -> bool:
+        """True for the paths this app answers."""
+        return path in (f"{self.prefix}/embeddings", f"{self.prefix}/models") or path.startswith(
+            f"{self.prefix}/models/"
+        )
+
+    def _public_models(self) -> dict[str, str]:
+        if self._models is not None:
+            return {k: v for k, v in self._models.items() if v in self.runtime.models}
+        return {name: name for name in self.runtime.models}
+
+    def _resolve(self, public: str) -> str:
+        name = self._public_models().get(public)
+        if name is None:
+            raise _UnknownModelError(f"the model {public!r} does not exist", model=public)
+        return name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request_id = accept_request_id(_header(scope, b"x-request-id"))
+        try:
+            await self._handle(scope, receive, send, request_id)
+        except Exception as exc:
+            if not isinstance(exc, AiaasError):
+                logger.error("embeddings request %s failed", request_id, exc_info=exc)
+            status, headers, body = openai_error(exc)
+            await _send(send, status, headers, body, request_id)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        path: str = scope.get("path", "")
+        method: str = scope.get("method", "GET")
+        if path == f"{self.prefix}/embeddings":
+            if method != "POST":
+                raise _MethodNotAllowedError(
+                    f"use POST for {path}, not {method}", headers={"Allow": "POST"}
+                )
+            await self._embeddings(scope, receive, send, request_id)
+            return
+        if path == f"{self.prefix}/models" or path.startswith(f"{self.prefix}/models/"):
+            if method not in ("GET", "HEAD"):
+                raise _MethodNotAllowedError(
+                    f"use GET for {path}, not {method}", headers={"Allow": "GET, HEAD"}
+                )
+            listing = self._public_models()
+            if path == f"{self.prefix}/models":
+                payload: dict[str, Any] = {
+                    "object": "list",
+                    "data": [_model_card(model) for model in sorted(listing)],
+                }
+            else:
+                wanted = path.removeprefix(f"{self.prefix}/models/")
+                self._resolve(wanted)
+                payload = _model_card(wanted)
+            body = json.dumps(payload, separators=(",", ":")).encode()
+            await _send(send, 200, [_JSON], body if method == "GET" else b"", request_id)
+            return
+        raise NotFoundError(f"no route for {method} {path}", code="ROUTE_NOT_FOUND")
+
+    async def _embeddings(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str
+    ) -> None:
+        raw = await _read_body(scope, receive, self.max_body_bytes)
+        if raw is None:
+            return  # the client left before sending its request
+        try:
+            request = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise _ParamError(
+                "the request body is not valid JSON: send a JSON object", None
+            ) from None
+        if not isinstance(request, dict):
+            raise _ParamError("the request body must be a JSON object", None)
+        public = request.get("model")
+        if not isinstance(public, str) or not public:
+            raise _ParamError("'model' is required and must be a string", "model")
+        inputs = _parse_inputs(request.get("input"), self.max_inputs)
+        encoding = request.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise _ParamError("'encoding_format' must be 'float' or 'base64'", "encoding_format")
+        name = self._resolve(public)
+        dimensions = request.get("dimensions")
+        if dimensions is not None:
+            native = getattr(self.runtime.adapter(name), "dimensions", None)
+            if native is None:
+                raise _ParamError(
+                    f"'dimensions' is not supported for model {public!r}", "dimensions"
+                )
+            if isinstance(dimensions, bool) or dimensions != native:
+                raise _ParamError(
+                    f"'dimensions' must be {native} for model {public!r} (it cannot be changed)",
+                    "dimensions",
+                )
+        handles = self.runtime.enqueue_many(name, inputs, timeout=self.timeout)
+        results = await self._gather(handles, receive)
+        if results is None:
+            return  # the client disconnected; its requests were withdrawn
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": _encode(vector, encoding),
+            }
+            for i, vector in enumerate(results)
+        ]
+        tokens = sum(h.cost for h in handles)
+        body = json.dumps(
+            {
+                "object": "list",
+                "data": data,
+                "model": public,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+            separators=(",", ":"),
+        ).encode()
+        await _send(send, 200, [_JSON], body, request_id)
+
+    async def _gather(
+        self, handles: list[RequestHandle[Any]], receive: Receive
+    ) -> list[Any] | None:
+        async def results() -> list[Any]:
+            return [await h for h in handles]
+
+        async def disconnected() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+
+        work = asyncio.ensure_future(results())
+        watch = asyncio.ensure_future(disconnected())
+        try:
+            done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # this handler was cancelled: withdraw everything
+            for h in handles:
+                h.cancel()
+            work.cancel()
+            raise
+        finally:
+            watch.cancel()
+        if work not in done:  # the client went away first
+            for h in handles:
+                h.cancel()
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            return None
+        try:
+            return work.result()
+        except BaseException:
+            for h in handles:
+                h.cancel()
+            raise
+
+
+def _encode(vector: Any, encoding: str) -> Any:
+    import numpy as np  # noqa: PLC0415 -- keeps this module (and its importers) torch/numpy-free
+
+    array = np.asarray(vector, dtype="<f4").reshape(-1)
+    if encoding == "base64":
+        return base64.b64encode(array.tobytes()).decode("ascii")
+    return array.tolist()
+
+
+def _model_card(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "aiaas"}
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def mount_openai(
+    app: ASGIApp | None,
+    runtime: Runtime,
+    **options: Any,
+) -> ASGIApp:
+    """An ASGI app that answers the OpenAI paths (see :class:`OpenAIEmbeddings`, whose keyword
+    options this takes) and passes everything else, lifespan included, to ``app``."""
+    endpoint = OpenAIEmbeddings(runtime, **options)
+    if app is None:
+        return endpoint
+    inner = app
+
+    async def mounted(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and endpoint.handles(scope.get("path", "")):
+            await endpoint(scope, receive, send)
+        else:
+            await inner(scope, receive, send)
+
+    return mounted

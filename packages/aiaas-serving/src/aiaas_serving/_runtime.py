@@ -1,0 +1,1144 @@
+"""The async dynamic-batching runtime.
+
+One :class:`Runtime` hosts named models. ``submit`` admits a request (or refuses it at once),
+queues it in its model's padding bucket, and returns its result when its batch has run. The
+scheduler is work-conserving: when a device is idle, whatever is queued is dispatched at once;
+while it is busy, requests accumulate, so batches grow exactly as fast as load does.
+
+Choosing the next batch for a free device: the *fullest* bucket of every model on that device
+(queued requests against the batch size or token budget) goes first, so batches are as large as
+the load allows; but the most urgent request (aged priority) goes first instead when it is a whole
+priority level more urgent than that bucket's head, or has waited ``max_delay`` already. The batch
+then takes that bucket's most urgent requests up to the batch size and token budget (padded
+tokens).
+
+Outcomes: every accepted request ends exactly once, with its result or a typed error; results of
+requests that were cancelled or timed out while their batch ran are discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future as ConcurrentFuture
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
+
+import attrs
+from opentelemetry import trace
+from opentelemetry.context import Context
+
+from aiaas_core import AiaasError
+from aiaas_serving._device import (
+    BatchReport,
+    DeviceWorker,
+    ModelRunner,
+    execute,
+    resolve_device,
+)
+from aiaas_serving._errors import (
+    Cancelled,
+    DeadlineExceeded,
+    InputTooLarge,
+    InvalidInput,
+    ModelError,
+    ModelNotFound,
+    Overloaded,
+    ServingError,
+    ShuttingDown,
+)
+from aiaas_serving._metrics import InMemoryMetrics, ServingMetrics
+from aiaas_serving._policy import BatchPolicy, ExecutionOptions, bucket_index
+from aiaas_serving._queue import DONE, QUEUED, RUNNING, PendingQueue, Request
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    import torch
+    from opentelemetry.trace import Span, TracerProvider
+
+    from aiaas_serving._adapter import ModelAdapter, StreamingModelAdapter
+
+__all__ = ["ModelInfo", "RequestHandle", "ResponseStream", "Runtime", "ServedModel"]
+
+logger = logging.getLogger("aiaas_serving")
+
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
+ChunkT = TypeVar("ChunkT")
+T = TypeVar("T")
+
+_OPEN: Final = "open"
+_DRAINING: Final = "draining"
+_CLOSED: Final = "closed"
+_END: Final = object()  # end-of-stream marker in a stream's chunk queue
+_EWMA: Final = 0.2
+
+_Q_DEPTH: Final = "aiaas_serving_queue_depth"
+_EFFECTIVE: Final = "aiaas_serving_effective_max_batch_size"
+_REQUESTS: Final = "aiaas_serving_requests_total"
+_REJECTIONS: Final = "aiaas_serving_rejections_total"
+_BATCHES: Final = "aiaas_serving_batches_total"
+_TOKENS: Final = "aiaas_serving_tokens_total"
+_SPLITS: Final = "aiaas_serving_batch_splits_total"
+_BATCH_SIZE: Final = "aiaas_serving_batch_size"
+_PADDED: Final = "aiaas_serving_batch_padded_tokens"
+_EFFICIENCY: Final = "aiaas_serving_padding_efficiency"
+_WAIT: Final = "aiaas_serving_queue_wait_seconds"
+_COMPUTE: Final = "aiaas_serving_compute_seconds"
+
+
+@attrs.frozen
+class ModelInfo:
+    """A served model's configuration and live state."""
+
+    name: str
+    device: str
+    streaming: bool
+    buckets: tuple[int, ...] | None
+    pad_to_bucket: bool
+    max_batch_size: int  # in force now (lowered after out-of-memory errors)
+    max_batch_tokens: int | None  # in force now
+    queued: int
+    policy: BatchPolicy
+    execution: ExecutionOptions
+
+
+class _Model:
+    """A served model's state, owned by the event loop."""
+
+    __slots__ = (
+        "adapter",
+        "buckets",
+        "execution",
+        "labels",
+        "max_batch",
+        "max_tokens",
+        "name",
+        "ok_batches",
+        "pad_to_bucket",
+        "policy",
+        "queue",
+        "runner",
+        "seconds_per_request",
+        "streaming",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        adapter: Any,
+        runner: ModelRunner,
+        worker: DeviceWorker,
+        policy: BatchPolicy,
+        execution: ExecutionOptions,
+        buckets: tuple[int, ...] | None,
+        pad_to_bucket: bool,
+    ) -> None:
+        self.name = name
+        self.adapter = adapter
+        self.runner = runner
+        self.worker = worker
+        self.policy = policy
+        self.execution = execution
+        self.buckets = buckets
+        self.pad_to_bucket = pad_to_bucket
+        self.streaming = runner.streaming
+        self.queue = PendingQueue(len(buckets) if buckets else 1, policy.aging)
+        self.max_batch = policy.max_batch_size
+        self.max_tokens = policy.max_batch_tokens
+        self.ok_batches = 0
+        self.seconds_per_request: float | None = None
+        self.labels = {"model": name}
+
+    def bucket_length(self, bucket: int) -> int | None:
+        return self.buckets[bucket] if self.buckets is not None else None
+
+    def fill(self, bucket: int) -> float:
+        """How full the bucket's next batch would be (1.0: at the size or token limit)."""
+        queued = self.queue.size(bucket)
+        fill = queued / self.max_batch
+        length = self.bucket_length(bucket)
+        budget = self.max_tokens
+        if budget is not None and length is not None:
+            fill = max(fill, queued * length / budget)
+        return min(fill, 1.0)
+
+
+class _Batch:
+    """A dispatched batch, as the loop remembers it until its report comes back."""
+
+    __slots__ = ("model", "padded_length", "reqs", "span", "worker")
+
+    def __init__(
+        self,
+        worker: DeviceWorker,
+        model: _Model,
+        reqs: list[Request],
+        padded_length: int,
+        span: Span,
+    ) -> None:
+        self.worker = worker
+        self.model = model
+        self.reqs = reqs
+        self.padded_length = padded_length
+        self.span = span
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _resolve_deadline(now: float, deadline: object, timeout: object) -> float | None:
+    """Absolute deadline on the loop's clock, from a ``time.monotonic()`` deadline or a timeout."""
+    if deadline is not None and timeout is not None:
+        raise ValueError("pass either deadline (time.monotonic() seconds) or timeout, not both")
+    if timeout is not None:
+        if not _number(timeout):
+            raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+        return now + float(timeout)  # type: ignore[arg-type]
+    if deadline is not None:
+        if not _number(deadline):
+            raise TypeError(f"deadline must be a time.monotonic() value, got {deadline!r}")
+        return now + (float(deadline) - time.monotonic())  # type: ignore[arg-type]
+    return None
+
+
+def _check_priority(priority: object) -> None:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int (higher runs sooner), got {priority!r}")
+
+
+class RequestHandle(Generic[T]):
+    """An accepted request: await it for the result; :meth:`cancel` withdraws it.
+
+    If the task awaiting the handle is cancelled, the request is cancelled with it.
+    """
+
+    __slots__ = ("_req", "_runtime")
+
+    def __init__(self, runtime: Runtime, req: Request) -> None:
+        self._runtime = runtime
+        self._req = req
+
+    @property
+    def model(self) -> str:
+        return str(self._req.model.name)
+
+    @property
+    def cost(self) -> int:
+        """The adapter's cost for this input (its token length)."""
+        return self._req.cost
+
+    @property
+    def priority(self) -> int:
+        return self._req.priority
+
+    def done(self) -> bool:
+        return self._req.state == DONE
+
+    def cancel(self) -> bool:
+        """Withdraw the request: removed if queued, result discarded if running.
+
+        Returns False when it already had an outcome. An awaiter gets :class:`Cancelled`.
+        """
+        return self._runtime._cancel(self._req)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        try:
+            return (yield from self._req.future.__await__())  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+
+
+class ResponseStream(Generic[T]):
+    """The chunks of one streamed request, as an async iterator.
+
+    Leaving early (``break``, :meth:`aclose`, or ``async with`` exiting) cancels the request.
+    A failure after some chunks is raised after them. For a non-streaming model the stream
+    holds exactly one chunk: the result.
+    """
+
+    __slots__ = ("_finished", "_handle")
+
+    def __init__(self, handle: RequestHandle[Any]) -> None:
+        self._handle = handle
+        self._finished = False
+
+    @property
+    def handle(self) -> RequestHandle[Any]:
+        return self._handle
+
+    def __aiter__(self) -> ResponseStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._finished:
+            raise StopAsyncIteration
+        req = self._handle._req
+        queue = req.chunks
+        if not isinstance(queue, asyncio.Queue):  # a non-streaming model: one chunk
+            self._finished = True
+            result: T = await self._handle
+            return result
+        try:
+            chunk = await queue.get()
+        except asyncio.CancelledError:
+            self._handle.cancel()
+            raise
+        if chunk is _END:
+            self._finished = True
+            fut = req.future
+            if not fut.cancelled() and fut.exception() is not None:
+                raise fut.exception()  # type: ignore[misc]
+            raise StopAsyncIteration
+        return chunk  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._handle.cancel()
+
+    async def __aenter__(self) -> ResponseStream[T]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class ServedModel(Generic[InputT, OutputT]):
+    """A typed handle on one model of a runtime (what :meth:`Runtime.add_model` returns)."""
+
+    __slots__ = ("_runtime", "name")
+
+    def __init__(self, runtime: Runtime, name: str) -> None:
+        self._runtime = runtime
+        self.name = name
+
+    def enqueue(
+        self,
+        inputs: InputT,
+        *,
+        priority: int = 0,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> RequestHandle[OutputT]:
+        return self._runtime.enqueue(
+            self.name, inputs, priority=priority, deadline=deadline, timeout=timeout
+        )
+
+    async def submit(
+        self,
+        inputs: InputT,
+        *,
+        priority: int = 0,
+        deadline: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the request's deadline, not a wait
+    ) -> OutputT:
+        result: OutputT = await self._runtime.enqueue(
+            self.name, inputs, priority=priority, deadline=deadline, timeout=timeout
+        )
+        return result
+
+    async def submit_many(
+        self,
+        inputs: Sequence[InputT],
+        *,
+        priority: int = 0,
+        deadline: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the requests' deadline, not a wait
+    ) -> list[OutputT]:
+        results: list[OutputT] = await self._runtime.submit_many(
+            self.name, inputs, priority=priority, deadline=deadline, timeout=timeout
+        )
+        return results
+
+    def stream(
+        self,
+        inputs: InputT,
+        *,
+        priority: int = 0,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> ResponseStream[Any]:
+        return self._runtime.stream(
+            self.name, inputs, priority=priority, deadline=deadline, timeout=timeout
+        )
+
+    def info(self) -> ModelInfo:
+        return self._runtime.model_info(self.name)
+
+
+class Runtime:
+    """Hosts named models and batches their requests on their devices.
+
+    Use it as ``async with Runtime() as runtime:`` (or call :meth:`aclose`), add models with
+    :meth:`add_model`, then :meth:`submit`. All methods must be called from the event loop the
+    runtime first ran on; :class:`SyncRuntime` serves callers without one.
+
+    ``metrics`` defaults to an :class:`InMemoryMetrics` (see :attr:`metrics`); traces go through
+    the OpenTelemetry API (``tracer_provider``, default the global one): one span per batch,
+    linked to the spans current at each of its requests' ``submit``.
+    """
+
+    def __init__(
+        self,
+        *,
+        metrics: ServingMetrics | None = None,
+        tracer_provider: TracerProvider | None = None,
+        device: str = "auto",
+    ) -> None:
+        from aiaas_serving import __version__  # noqa: PLC0415 -- the package imports us lazily
+
+        self._metrics: ServingMetrics = metrics if metrics is not None else InMemoryMetrics()
+        self._tracer = trace.get_tracer("aiaas_serving", __version__, tracer_provider)
+        self._default = ExecutionOptions(device=device)
+        self._models: dict[str, _Model] = {}
+        self._workers: dict[str, DeviceWorker] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._state = _OPEN
+        self._outstanding = 0
+        self._drained: asyncio.Event | None = None
+        self._running: dict[DeviceWorker, list[Request]] = {}
+        self._loading: set[str] = set()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        self._bind()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def metrics(self) -> ServingMetrics:
+        return self._metrics
+
+    @property
+    def accepting(self) -> bool:
+        """True until :meth:`aclose` starts draining."""
+        return self._state == _OPEN
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(self._models)
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError(
+                "this Runtime runs on another event loop; call it from that loop "
+                "(or use SyncRuntime from threads)"
+            )
+        return loop
+
+    @overload
+    async def add_model(
+        self,
+        name: str,
+        adapter: ModelAdapter[InputT, Any, OutputT],
+        *,
+        policy: BatchPolicy | None = None,
+        execution: ExecutionOptions | None = None,
+    ) -> ServedModel[InputT, OutputT]: ...
+
+    @overload
+    async def add_model(
+        self,
+        name: str,
+        adapter: StreamingModelAdapter[InputT, Any, ChunkT],
+        *,
+        policy: BatchPolicy | None = None,
+        execution: ExecutionOptions | None = None,
+    ) -> ServedModel[InputT, list[ChunkT]]: ...
+
+    async def add_model(
+        self,
+        name: str,
+        adapter: Any,
+        *,
+        policy: BatchPolicy | None = None,
+        execution: ExecutionOptions | None = None,
+    ) -> ServedModel[Any, Any]:
+        """Place ``adapter`` on its device (moving weights, warming up buckets) and serve it
+        as ``name``. The moving and warm-up run on the device thread; the loop stays free."""
+        loop = self._bind()
+        if not isinstance(name, str) or not name.strip():  # type: ignore[redundant-expr]
+            raise ValueError(f"model name must be a non-empty string, got {name!r}")
+        if name in self._models or name in self._loading:
+            raise ValueError(f"a model named {name!r} is already served by this runtime")
+        if self._state != _OPEN:
+            raise ShuttingDown("the runtime is shutting down and takes no new models")
+        for method in ("prepare", "cost", "collate", "move_to"):
+            if not callable(getattr(adapter, method, None)):
+                raise TypeError(f"adapter for {name!r} has no {method}() method")
+        if not callable(getattr(adapter, "forward", None)) and not callable(
+            getattr(adapter, "forward_stream", None)
+        ):
+            raise TypeError(f"adapter for {name!r} has neither forward() nor forward_stream()")
+        policy = policy if policy is not None else BatchPolicy()
+        execution = execution if execution is not None else self._default
+        device = resolve_device(execution.device)
+        max_length = adapter.max_length
+        buckets = policy.resolved_buckets(max_length)
+        graphs = execution.cuda_graphs and device.type == "cuda"
+        pad_to_bucket = policy.pad_to == "bucket" or (policy.pad_to == "auto" and graphs)
+        if pad_to_bucket and buckets is None:
+            raise ValueError(
+                f"model {name!r}: padding to buckets needs BatchPolicy.buckets or an adapter "
+                "with a max_length"
+            )
+        self._loading.add(name)
+        try:
+            return await self._place(
+                loop,
+                name,
+                adapter,
+                policy=policy,
+                execution=execution,
+                device=device,
+                buckets=buckets,
+                pad_to_bucket=pad_to_bucket,
+            )
+        finally:
+            self._loading.discard(name)
+
+    async def _place(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        name: str,
+        adapter: Any,
+        *,
+        policy: BatchPolicy,
+        execution: ExecutionOptions,
+        device: torch.device,
+        buckets: tuple[int, ...] | None,
+        pad_to_bucket: bool,
+    ) -> ServedModel[Any, Any]:
+        max_length = adapter.max_length
+        key = str(device)
+        worker = self._workers.get(key)
+        if worker is None:
+            worker = self._workers[key] = DeviceWorker(device)
+        runner = ModelRunner(
+            name,
+            adapter,
+            device,
+            execution,
+            max_batch_size=policy.max_batch_size,
+            max_batch_tokens=policy.max_batch_tokens,
+        )
+        await loop.run_in_executor(worker.executor, adapter.move_to, device)
+        warmup = execution.warmup if execution.warmup is not None else device.type == "cuda"
+        has_dummy = callable(getattr(adapter, "dummy_item", None))
+        if warmup and (has_dummy or execution.warmup):
+            lengths = buckets if buckets is not None else ((max_length,) if max_length else ())
+            if not lengths:
+                raise ValueError(
+                    f"model {name!r}: warm-up needs buckets or an adapter with a max_length"
+                )
+            runs = await loop.run_in_executor(worker.executor, runner.warm_up, lengths)
+            logger.info("model %r warmed up on %s with %d batches", name, device, runs)
+        model = _Model(
+            name=name,
+            adapter=adapter,
+            runner=runner,
+            worker=worker,
+            policy=policy,
+            execution=execution,
+            buckets=buckets,
+            pad_to_bucket=pad_to_bucket,
+        )
+        if self._state != _OPEN:
+            raise ShuttingDown("the runtime began shutting down while the model was loading")
+        self._models[name] = model
+        worker.models.append(model)
+        self._metrics.set(_EFFECTIVE, model.max_batch, model.labels)
+        self._metrics.set(_Q_DEPTH, 0, model.labels)
+        return ServedModel(self, name)
+
+    def model_info(self, name: str) -> ModelInfo:
+        model = self._model(name)
+        return ModelInfo(
+            name=name,
+            device=str(model.worker.device),
+            streaming=model.streaming,
+            buckets=model.buckets,
+            pad_to_bucket=model.pad_to_bucket,
+            max_batch_size=model.max_batch,
+            max_batch_tokens=model.max_tokens,
+            queued=model.queue.live,
+            policy=model.policy,
+            execution=model.execution,
+        )
+
+    def adapter(self, name: str) -> Any:
+        """The adapter serving ``name``."""
+        return self._model(name).adapter
+
+    def model(self, name: str) -> ServedModel[Any, Any]:
+        """A handle on an already-added model."""
+        self._model(name)
+        return ServedModel(self, name)
+
+    def _model(self, name: str) -> _Model:
+        model = self._models.get(name)
+        if model is None:
+            known = ", ".join(sorted(self._models)) or "none"
+            raise ModelNotFound(
+                f"no model named {name!r} is served here (served: {known})", model=name
+            )
+        return model
+
+    async def aclose(self, *, grace: float | None = None) -> None:
+        """Drain, then stop: refuse new requests, finish every accepted one, stop the threads.
+
+        With ``grace`` (seconds), requests still without an outcome when it runs out fail with
+        :class:`ShuttingDown` (running batches' results are then discarded).
+        """
+        if self._state == _CLOSED:
+            return
+        self._state = _DRAINING
+        if self._loop is None:
+            self._state = _CLOSED
+            return
+        self._bind()
+        if self._drained is None:
+            self._drained = asyncio.Event()
+        self._check_drained()
+        try:
+            await asyncio.wait_for(self._drained.wait(), grace)
+        except TimeoutError:
+            self._abandon()
+        if self._state != _CLOSED:
+            self._state = _CLOSED
+            for worker in self._workers.values():
+                worker.shutdown()
+
+    def _abandon(self) -> None:
+        error = "the runtime shut down before this request ran"
+        for model in self._models.values():
+            for req in model.queue.drain():
+                req.state = RUNNING  # already out of the queue: settle without discarding
+                self._fail(req, ShuttingDown(error, model=model.name), "shutting_down")
+        for reqs in list(self._running.values()):
+            for req in reqs:
+                self._fail(req, ShuttingDown(error, model=req.model.name), "shutting_down")
+
+    def _check_drained(self) -> None:
+        if (
+            self._drained is not None
+            and self._outstanding == 0
+            and not any(w.busy for w in self._workers.values())
+        ):
+            self._drained.set()
+
+    # --- admission ------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        model: str,
+        inputs: Any,
+        *,
+        priority: int = 0,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> RequestHandle[Any]:
+        """Admit one request (or raise at once) and return its handle without waiting.
+
+        ``priority``: higher runs sooner (aged, so lower ones never starve). ``deadline``: a
+        ``time.monotonic()`` instant, or ``timeout``: seconds from now; past it the request fails
+        with :class:`DeadlineExceeded` (before any compute if it has not started).
+        """
+        loop = self._bind()
+        state = self._model(model)
+        _check_priority(priority)
+        now = loop.time()
+        at = _resolve_deadline(now, deadline, timeout)
+        self._admit(state, now, at, 1)
+        prepared = self._prepare(state, inputs)
+        return RequestHandle(
+            self, self._accept(loop, state, prepared, priority=priority, now=now, at=at)
+        )
+
+    def enqueue_many(
+        self,
+        model: str,
+        inputs: Iterable[Any],
+        *,
+        priority: int = 0,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> list[RequestHandle[Any]]:
+        """Admit several requests all or none: the queue must hold them all and every input
+        must be valid, else nothing is queued and the error is raised."""
+        loop = self._bind()
+        state = self._model(model)
+        _check_priority(priority)
+        batch = list(inputs)
+        now = loop.time()
+        at = _resolve_deadline(now, deadline, timeout)
+        self._admit(state, now, at, len(batch))
+        prepared = [self._prepare(state, x) for x in batch]
+        return [
+            RequestHandle(self, self._accept(loop, state, p, priority=priority, now=now, at=at))
+            for p in prepared
+        ]
+
+    async def submit(
+        self,
+        model: str,
+        inputs: Any,
+        *,
+        priority: int = 0,
+        deadline: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the request's deadline, not a wait
+    ) -> Any:
+        """Run one input through ``model`` in whatever batch suits, and return its result."""
+        return await self.enqueue(
+            model, inputs, priority=priority, deadline=deadline, timeout=timeout
+        )
+
+    async def submit_many(
+        self,
+        model: str,
+        inputs: Iterable[Any],
+        *,
+        priority: int = 0,
+        deadline: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the requests' deadline, not a wait
+    ) -> list[Any]:
+        """Admit all inputs at once (all or none) and return their results in order.
+
+        The first failure is raised after cancelling the others still pending.
+        """
+        handles = self.enqueue_many(
+            model, inputs, priority=priority, deadline=deadline, timeout=timeout
+        )
+        try:
+            return [await h for h in handles]
+        except BaseException:
+            for h in handles:
+                h.cancel()
+            raise
+
+    def stream(
+        self,
+        model: str,
+        inputs: Any,
+        *,
+        priority: int = 0,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> ResponseStream[Any]:
+        """Admit one request now and return an async iterator over its chunks."""
+        handle = self.enqueue(model, inputs, priority=priority, deadline=deadline, timeout=timeout)
+        req = handle._req
+        if req.model.streaming:
+            req.chunks = asyncio.Queue()
+        return ResponseStream(handle)
+
+    def _reject(self, state: _Model, reason: str) -> None:
+        self._metrics.inc(_REJECTIONS, 1, {"model": state.name, "reason": reason})
+
+    def _admit(self, state: _Model, now: float, at: float | None, count: int) -> None:
+        if self._state != _OPEN:
+            self._reject(state, "shutting_down")
+            raise ShuttingDown(
+                "the runtime is shutting down and accepts no new requests; retry on another "
+                "replica",
+                model=state.name,
+                retry_after=1.0,
+            )
+        if at is not None and at <= now:
+            self._reject(state, "deadline_exceeded")
+            raise DeadlineExceeded(
+                "the request's deadline had already passed when it arrived", model=state.name
+            )
+        queued = state.queue.live
+        limit = state.policy.max_queue
+        if queued + count > limit:
+            self._reject(state, "overloaded")
+            per = state.seconds_per_request
+            wait = max(1.0, (queued + count) * per) if per is not None else 1.0
+            raise Overloaded(
+                f"model {state.name!r} is overloaded: {queued} requests are queued (limit "
+                f"{limit}); retry later",
+                model=state.name,
+                retry_after=wait,
+            )
+
+    def _prepare(self, state: _Model, inputs: Any) -> tuple[Any, int, int]:
+        adapter = state.adapter
+        try:
+            item = adapter.prepare(inputs)
+        except ServingError as exc:
+            reason = "input_too_large" if isinstance(exc, InputTooLarge) else "invalid_input"
+            self._reject(state, reason)
+            if exc.model is None:
+                exc.model = state.name
+            raise
+        except AiaasError:
+            self._reject(state, "invalid_input")
+            raise
+        except (TypeError, ValueError) as exc:
+            self._reject(state, "invalid_input")
+            raise InvalidInput(
+                f"model {state.name!r} rejected the input: {exc}", model=state.name
+            ) from exc
+        except Exception as exc:
+            self._reject(state, "invalid_input")
+            logger.warning("model %r could not prepare an input", state.name, exc_info=exc)
+            raise ModelError(
+                f"model {state.name!r} could not prepare this input", model=state.name
+            ) from exc
+        cost = adapter.cost(item)
+        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
+            raise ModelError(
+                f"model {state.name!r}: its adapter priced an input at {cost!r} "
+                "(cost must be an int >= 0)",
+                model=state.name,
+            )
+        if state.buckets is None:
+            bucket = 0
+            padded = cost
+        else:
+            found = bucket_index(state.buckets, cost)
+            if found is None:
+                self._reject(state, "input_too_large")
+                raise InputTooLarge(
+                    f"the input is {cost} tokens long; model {state.name!r} accepts at most "
+                    f"{state.buckets[-1]}: shorten it",
+                    model=state.name,
+                )
+            bucket = found
+            padded = state.buckets[bucket] if state.pad_to_bucket else cost
+        budget = state.policy.max_batch_tokens
+        if budget is not None and padded > budget:
+            self._reject(state, "input_too_large")
+            raise InputTooLarge(
+                f"the input needs {padded} padded tokens, more than model {state.name!r}'s "
+                f"batch token budget of {budget}: shorten it",
+                model=state.name,
+            )
+        return item, cost, bucket
+
+    def _accept(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        state: _Model,
+        prepared: tuple[Any, int, int],
+        *,
+        priority: int,
+        now: float,
+        at: float | None,
+    ) -> Request:
+        item, cost, bucket = prepared
+        context = trace.get_current_span().get_span_context()
+        req = Request(
+            model=state,
+            item=item,
+            cost=cost,
+            bucket=bucket,
+            priority=priority,
+            arrival=now,
+            deadline=at,
+            future=loop.create_future(),
+            link=context if context.is_valid else None,
+        )
+        if state.streaming:
+            req.chunks = []  # submit(): chunks gathered in a list
+        state.queue.push(req)
+        self._outstanding += 1
+        if at is not None:
+            req.timer = loop.call_at(at, self._expire, req)
+        worker = state.worker
+        if not worker.busy and not worker.dispatch_scheduled:
+            worker.dispatch_scheduled = True
+            loop.call_soon(self._dispatch, worker)
+        return req
+
+    # --- outcomes -------------------------------------------------------------------------
+
+    def _settle(self, req: Request) -> bool:
+        """Mark ``req`` done; False when it already was (its outcome is taken)."""
+        state = req.state
+        if state == DONE:
+            return False
+        req.state = DONE
+        if state == QUEUED:
+            req.model.queue.discard(req)
+        if req.timer is not None:
+            req.timer.cancel()
+            req.timer = None
+        self._outstanding -= 1
+        if self._drained is not None and self._outstanding == 0:
+            self._check_drained()
+        return True
+
+    def _succeed(self, req: Request, result: Any) -> bool:
+        if not self._settle(req):
+            return False
+        chunks = req.chunks
+        if chunks is not None:
+            if isinstance(chunks, list):
+                result = chunks
+            else:
+                chunks.put_nowait(_END)
+                result = None
+        fut = req.future
+        if not fut.done():
+            fut.set_result(result)
+        return True
+
+    def _fail(self, req: Request, error: BaseException, outcome: str) -> bool:
+        if not self._settle(req):
+            return False
+        fut = req.future
+        if not fut.done():
+            fut.set_exception(error)
+            fut.exception()  # mark retrieved: a caller that left must not log "never retrieved"
+        if isinstance(req.chunks, asyncio.Queue):
+            req.chunks.put_nowait(_END)
+        self._metrics.inc(_REQUESTS, 1, {"model": req.model.name, "outcome": outcome})
+        return True
+
+    def _expire(self, req: Request) -> None:
+        req.timer = None
+        running = req.state == RUNNING
+        self._fail(
+            req,
+            DeadlineExceeded(
+                "the request's deadline passed while it was running; its result was discarded"
+                if running
+                else "the request's deadline passed before it ran",
+                model=req.model.name,
+            ),
+            "deadline_exceeded",
+        )
+
+    def _cancel(self, req: Request) -> bool:
+        return self._fail(
+            req, Cancelled("the request was cancelled", model=req.model.name), "cancelled"
+        )
+
+    # --- scheduling -----------------------------------------------------------------------
+
+    def _select(self, worker: DeviceWorker, now: float) -> tuple[_Model, int] | None:
+        best: tuple[float, int, _Model, int, Request] | None = None  # most urgent head
+        fullest: tuple[float, float, int, _Model, int] | None = None  # fill, urgency, -seq
+        for model in worker.models:
+            queue = model.queue
+            if not queue.live:
+                continue
+            aging = model.policy.aging
+            for bucket in queue.buckets_in_use():
+                head = queue.head(bucket)
+                if head is None:  # pragma: no cover - live counts and heaps agree
+                    continue
+                urgency = head.priority + (now - head.arrival) * aging
+                if best is None or urgency > best[0] or (urgency == best[0] and head.seq < best[1]):
+                    best = (urgency, head.seq, model, bucket, head)
+                candidate = (model.fill(bucket), urgency, -head.seq, model, bucket)
+                if fullest is None or candidate[:3] > fullest[:3]:
+                    fullest = candidate
+        if best is None or fullest is None:
+            return None
+        urgency, _, model, bucket, head = best
+        if now - head.arrival >= model.policy.max_delay:
+            return model, bucket  # overdue: no longer passed over for fuller batches
+        if fullest[1] > urgency - 1.0:
+            return fullest[3], fullest[4]  # the fullest batch, unless a level less urgent
+        return model, bucket
+
+    def _take(self, model: _Model, bucket: int, now: float) -> list[Request]:
+        queue = model.queue
+        limit = model.max_batch
+        budget = model.max_tokens
+        fixed = model.bucket_length(bucket) if model.pad_to_bucket else None
+        batch: list[Request] = []
+        longest = 0
+        while len(batch) < limit:
+            head = queue.head(bucket)
+            if head is None:
+                break
+            if head.deadline is not None and head.deadline <= now:
+                self._expire(head)  # due, its timer not run yet: fail it before any compute
+                continue
+            length = fixed if fixed is not None else max(longest, head.cost)
+            if budget is not None and batch and length * (len(batch) + 1) > budget:
+                break
+            queue.pop(bucket)
+            head.state = RUNNING
+            head.started = now
+            batch.append(head)
+            longest = length
+        return batch
+
+    def _dispatch(self, worker: DeviceWorker) -> None:
+        worker.dispatch_scheduled = False
+        if worker.busy or self._state == _CLOSED:
+            return
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        while True:
+            chosen = self._select(worker, now)
+            if chosen is None:
+                return
+            model, bucket = chosen
+            reqs = self._take(model, bucket, now)
+            if reqs:
+                break
+        self._metrics.set(_Q_DEPTH, model.queue.live, model.labels)
+        observe = self._metrics.observe
+        labels = model.labels
+        for req in reqs:
+            observe(_WAIT, now - req.arrival, labels)
+        fixed = model.bucket_length(bucket) if model.pad_to_bucket else None
+        padded_length = fixed if fixed is not None else max(r.cost for r in reqs)
+        links = [trace.Link(r.link) for r in reqs if r.link is not None]
+        span = self._tracer.start_span(
+            "aiaas_serving.batch",
+            context=Context(),
+            kind=trace.SpanKind.INTERNAL,
+            links=links,
+            attributes={
+                "aiaas_serving.model": model.name,
+                "aiaas_serving.device": str(worker.device),
+                "aiaas_serving.batch.size": len(reqs),
+                "aiaas_serving.batch.padded_length": padded_length,
+                "aiaas_serving.batch.padded_tokens": padded_length * len(reqs),
+                "aiaas_serving.batch.tokens": sum(r.cost for r in reqs),
+            },
+        )
+        worker.busy = True
+        self._running[worker] = reqs
+        emit = self._emitter(loop) if model.streaming else None
+        future = worker.executor.submit(execute, model.runner, reqs, fixed, emit)
+        batch = _Batch(worker, model, reqs, padded_length, span)
+
+        def done(f: ConcurrentFuture[BatchReport]) -> None:
+            try:
+                loop.call_soon_threadsafe(self._on_done, batch, f)
+            except RuntimeError:  # pragma: no cover - the loop closed under a running batch
+                logger.warning("a batch of model %r finished after its loop closed", model.name)
+
+        future.add_done_callback(done)
+
+    def _emitter(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> Callable[[list[tuple[Request, Any]]], None]:
+        def emit(pairs: list[tuple[Request, Any]]) -> None:
+            loop.call_soon_threadsafe(self._deliver, pairs)  # device thread -> loop, per step
+
+        return emit
+
+    def _deliver(self, pairs: list[tuple[Request, Any]]) -> None:
+        for req, chunk in pairs:
+            if req.state == DONE:
+                continue
+            req.delivered = True
+            chunks = req.chunks
+            if isinstance(chunks, list):
+                chunks.append(chunk)
+            elif chunks is not None:
+                chunks.put_nowait(chunk)
+
+    def _on_done(self, batch: _Batch, future: ConcurrentFuture[BatchReport]) -> None:
+        worker, model, reqs, padded_length, span = (
+            batch.worker,
+            batch.model,
+            batch.reqs,
+            batch.padded_length,
+            batch.span,
+        )
+        worker.busy = False
+        self._running.pop(worker, None)
+        if self._state != _CLOSED:
+            self._dispatch(worker)  # keep the device busy before settling this batch's results
+        error = future.exception()
+        if error is not None:  # pragma: no cover - execute() isolates every model failure
+            report = BatchReport(
+                outcomes=[(r, None, ModelError(model=model.name)) for r in reqs], forwards=1
+            )
+            logger.error("batch of model %r failed outside the model", model.name, exc_info=error)
+        else:
+            report = future.result()
+        self._adjust_limits(model, report)
+        ok = failed = 0
+        for req, result, err in report.outcomes:
+            if err is None:
+                ok += self._succeed(req, result)
+            else:
+                failed += self._fail(req, err, "model_error")
+        metrics = self._metrics
+        labels = model.labels
+        size = len(reqs)
+        tokens = sum(r.cost for r in reqs)
+        padded = padded_length * size
+        if ok:
+            metrics.inc(_REQUESTS, ok, {"model": model.name, "outcome": "ok"})
+        metrics.inc(_BATCHES, 1, labels)
+        metrics.inc(_TOKENS, tokens, labels)
+        metrics.observe(_BATCH_SIZE, size, labels)
+        metrics.observe(_PADDED, padded, labels)
+        if padded:
+            metrics.observe(_EFFICIENCY, tokens / padded, labels)
+        metrics.observe(_COMPUTE, report.seconds, labels)
+        if report.error_splits:
+            metrics.inc(_SPLITS, report.error_splits, {"model": model.name, "reason": "error"})
+        if report.oom_splits:
+            metrics.inc(_SPLITS, report.oom_splits, {"model": model.name, "reason": "oom"})
+        per = report.seconds / size
+        prev = model.seconds_per_request
+        model.seconds_per_request = per if prev is None else prev + _EWMA * (per - prev)
+        if span.is_recording():
+            span.set_attribute("aiaas_serving.batch.forwards", report.forwards)
+            span.set_attribute("aiaas_serving.batch.failed", failed)
+            span.set_attribute("aiaas_serving.batch.compute_seconds", report.seconds)
+            if report.error_splits or report.oom_splits:
+                span.add_event(
+                    "aiaas_serving.batch.split",
+                    {"error_splits": report.error_splits, "oom_splits": report.oom_splits},
+                )
+            if failed:
+                span.set_status(trace.StatusCode.ERROR, f"{failed} request(s) failed")
+        span.end()
+        self._check_drained()
+
+    def _adjust_limits(self, model: _Model, report: BatchReport) -> None:
+        policy = model.policy
+        if report.oom_at is not None:
+            model.max_batch = max(1, min(model.max_batch, report.oom_at // 2))
+            if model.max_tokens is not None and report.oom_tokens is not None:
+                model.max_tokens = max(1, min(model.max_tokens, report.oom_tokens // 2))
+            model.ok_batches = 0
+            logger.warning(
+                "model %r ran out of memory at a batch of %d; its batch limit is now %d",
+                model.name,
+                report.oom_at,
+                model.max_batch,
+            )
+            self._metrics.set(_EFFECTIVE, model.max_batch, model.labels)
+            return
+        if model.max_batch >= policy.max_batch_size and model.max_tokens == policy.max_batch_tokens:
+            return
+        model.ok_batches += 1
+        if model.ok_batches < model.execution.oom_recovery_batches:
+            return
+        model.ok_batches = 0
+        model.max_batch = min(policy.max_batch_size, model.max_batch + max(1, model.max_batch // 4))
+        if model.max_tokens is not None and policy.max_batch_tokens is not None:
+            model.max_tokens = min(
+                policy.max_batch_tokens, model.max_tokens + max(1, model.max_tokens // 4)
+            )
+        self._metrics.set(_EFFECTIVE, model.max_batch, model.labels)
