@@ -1001,7 +1001,10 @@ class Migrator:
                     action=action,
                     reason=reason,
                 )
-        except _SetFailedError as failure:
+        except (_SetFailedError, psycopg.Error) as exc:
+            # A failed statement or check, or the transaction itself failing (e.g. at commit):
+            # either way PostgreSQL rolled everything back, so the ledger goes back too.
+            failure = exc if isinstance(exc, _SetFailedError) else _SetFailedError(exc, None, None)
             ledger.clear()
             ledger.update(snapshot)
             duration = (time.perf_counter() - t0) * 1000
@@ -1011,25 +1014,6 @@ class Migrator:
                 direction,
                 ledger,
                 failure,
-                run_id=run_id,
-                approved_by=approved_by,
-                started=started,
-                duration_ms=duration,
-                dirty=False,
-                history_id=None,
-                action=action,
-                reason=reason,
-            ) from None
-        except psycopg.Error as exc:
-            ledger.clear()
-            ledger.update(snapshot)
-            duration = (time.perf_counter() - t0) * 1000
-            raise self._record_failure(
-                conn,
-                cs,
-                direction,
-                ledger,
-                _SetFailedError(exc, None, None),
                 run_id=run_id,
                 approved_by=approved_by,
                 started=started,
