@@ -134,6 +134,13 @@ def _constraints() -> list[str]:
     return ["-c", str(CONSTRAINTS)] if CONSTRAINTS.is_file() else []
 
 
+def _with_extras(project: Project) -> str:
+    """``path[extra,...]`` with every optional-dependency group the project declares."""
+    data = tomllib.loads((project.path / "pyproject.toml").read_text())
+    extras = sorted(data.get("project", {}).get("optional-dependencies", {}))
+    return f"{project.rel}[{','.join(extras)}]" if extras else project.rel
+
+
 def install_projects(session: nox.Session, projects: list[Project], *extra: str) -> None:
     """Install projects from their folders (non-editable, as users get them) and extras."""
     paths = [p.rel for p in projects]
@@ -295,9 +302,10 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over every package's and example's src/."""
     projects = list(PROJECTS.values())
-    session.install(*_constraints(), *TYPECHECK_TOOLS, "types-PyYAML")
-    # Editable, so mypy sees one copy of each module: the files it checks.
-    session.install(*_constraints(), *[a for p in projects for a in ("-e", p.rel)])
+    session.install(*_constraints(), *TYPECHECK_TOOLS, "types-PyYAML", "types-jsonschema")
+    # Editable, so mypy sees one copy of each module: the files it checks; with every extra, so
+    # optional integrations (duckdb, uvicorn, kubernetes-validate) are checked too.
+    session.install(*_constraints(), *[a for p in projects for a in ("-e", _with_extras(p))])
     session.run("mypy", *[f"{p.rel}/src" for p in projects])
 
 
@@ -347,6 +355,7 @@ def lock(session: nox.Session) -> None:
         *TYPECHECK_TOOLS,
         *BENCHMARK_TOOLS,
         "types-PyYAML",
+        "types-jsonschema",
         "nox",
         TORCH_PIN,
         *(["-r", str(extra)] if extra.is_file() else []),

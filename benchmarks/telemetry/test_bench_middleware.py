@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from time import perf_counter
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -222,7 +222,7 @@ class PromHistogramMiddleware:
             )
 
 
-def _peer(make_telemetry: Any, exclude_spans: list[str] | None) -> Any:
+def _peer(make_telemetry: Any, exclude_spans: list[Literal["receive", "send"]] | None) -> Any:
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
     telemetry = make_telemetry(tracing=True)

@@ -249,7 +249,13 @@ def test_exit_code_mapping() -> None:
 
     assert exit_code_for(MigrationRefusedError("x", code="MIGRATION_SOMETHING_NEW")) == 5
     assert exit_code_for(ValueError("x")) == 1
-    assert set(EXIT_CODES.values()) <= {3, 4, 5, 6, 7}
+    assert set(EXIT_CODES.values()) <= {2, 3, 4, 5, 6, 7}
+    # Missing or malformed PII keys are configuration the caller must supply: usage (2).
+    assert {code for code, status in EXIT_CODES.items() if status == 2} == {
+        "PII_KEYS_MISSING",
+        "PII_KEYS_INVALID",
+        "PII_KEY_UNKNOWN",
+    }
 
 
 def test_main_returns_exit_codes(

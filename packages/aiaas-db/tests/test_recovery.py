@@ -17,7 +17,9 @@ from aiaas_db import (
     MigrationRefusedError,
     Migrator,
     NothingToRecoverError,
+    PiiProtector,
 )
+from aiaas_db._audit import reveal_actor
 
 NOTX = "-- aiaas:no-transaction\n"
 
@@ -243,30 +245,50 @@ def test_interrupted_run_is_closed_by_the_next_locked_operation(
 
 AUDIT_DDL = """
 CREATE TABLE audit_log_entries (
-    id bigserial PRIMARY KEY,
+    audit_log_entry_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    occurred_at timestamptz NOT NULL DEFAULT now(),
     actor_type text NOT NULL,
-    actor text NOT NULL,
+    actor_id text NOT NULL,
+    actor_ciphertext bytea,
+    actor_key_version text,
     action text NOT NULL,
     target text NOT NULL,
     metadata jsonb NOT NULL DEFAULT '{}',
-    occurred_at timestamptz NOT NULL DEFAULT now()
+    request_id text
 );
 """
+PII = PiiProtector.for_local_development("test-recovery")
 
 
 def audit_rows(db_url: str) -> list[tuple[str, str, str, str, dict[str, object]]]:
+    """(actor type, revealed actor, action, target, metadata) of every audit row."""
     with psycopg.connect(db_url) as conn:
         rows = conn.execute(
-            "SELECT actor_type, actor, action, target, metadata FROM audit_log_entries ORDER BY id"
+            "SELECT actor_type, actor_id, actor_ciphertext, actor_key_version, action, target,"
+            " metadata FROM audit_log_entries ORDER BY audit_log_entry_id"
         ).fetchall()
-    return [(a, b, c, d, e if isinstance(e, dict) else json.loads(e)) for a, b, c, d, e in rows]
+    out = []
+    for actor_type, actor_id, ct, version, action, target, meta in rows:
+        assert actor_id == PII.digest("ops-bot")  # a keyed digest, never the raw actor
+        actor = reveal_actor(PII, actor_id=actor_id, actor_ciphertext=ct, actor_key_version=version)
+        assert actor is not None
+        out.append(
+            (
+                actor_type,
+                actor,
+                action,
+                target,
+                meta if isinstance(meta, dict) else json.loads(meta),
+            )
+        )
+    return out
 
 
 def test_audit_rows_when_the_platform_table_exists(db_url: str, sets: SetWriter) -> None:
     sets.add(V1, "audit", AUDIT_DDL, "DROP TABLE audit_log_entries;")
     sets.add(V2, "t", "CREATE TABLE t (a int);", "DROP TABLE t;")
     sets.add(V3, "bad", "SELECT 1/0;", "SELECT 1;")
-    m = Migrator(db_url, sets.root, actor="ops-bot")
+    m = Migrator(db_url, sets.root, actor="ops-bot", protector=PII)
     report = m.up(to=V2)
     with pytest.raises(MigrationFailedError):
         m.up()

@@ -136,7 +136,7 @@ def test_removed_resources_are_deleted(
             d["environments"]["development"].update(database=None),
             d["object_storage"]["keys"].pop(),
             d["cluster"]["pools"].pop(),
-            d["environments"]["system"].update(pools=["general"]),
+            d["environments"]["system"].update(pools=["general"], services=[]),
         ),
     )
     result = plan(smaller, provider, applied.latest())

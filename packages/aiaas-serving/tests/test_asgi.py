@@ -15,7 +15,13 @@ import pytest
 import uvicorn
 from toy import CharAdapter, reference, wait_started
 
-from aiaas_serving import BatchPolicy, OpenAIEmbeddings, Runtime, mount_openai
+from aiaas_serving import (
+    BatchPolicy,
+    EmbeddingsOutcome,
+    OpenAIEmbeddings,
+    Runtime,
+    mount_openai,
+)
 
 
 @asynccontextmanager
@@ -290,3 +296,120 @@ def test_endpoint_options_are_validated() -> None:
         OpenAIEmbeddings(runtime, max_body_bytes=0)
     with pytest.raises(ValueError, match="timeout"):
         OpenAIEmbeddings(runtime, timeout=0)
+
+
+async def test_on_complete_reports_each_embeddings_call_once() -> None:
+    outcomes: list[tuple[str, EmbeddingsOutcome]] = []
+
+    def record(scope, outcome: EmbeddingsOutcome) -> None:
+        outcomes.append((scope["path"], outcome))
+
+    gate = threading.Event()
+    gate.set()
+    adapter = CharAdapter(gate=gate)
+    async with Runtime(device="cpu") as runtime:
+        await runtime.add_model("chars", adapter, policy=BatchPolicy(max_queue=1))
+        app = OpenAIEmbeddings(runtime, models={"text-chars": "chars"}, on_complete=record)
+        async with serve(app) as client:
+            ok = await client.post(
+                "/v1/embeddings",
+                json={"model": "text-chars", "input": ["abcde"]},
+                headers={"X-Request-ID": "req-usage-0001"},
+            )
+            assert ok.status_code == 200
+            bad = await client.post("/v1/embeddings", json={"model": "gpt-4", "input": "x"})
+            assert bad.status_code == 404
+            garbled = await client.post(
+                "/v1/embeddings", content=b"{", headers={"content-type": "application/json"}
+            )
+            assert garbled.status_code == 400
+            assert (await client.get("/v1/models")).status_code == 200  # not an embeddings call
+            gate.clear()
+            payload = {"model": "text-chars", "input": "abc"}
+            running = asyncio.ensure_future(client.post("/v1/embeddings", json=payload))
+            await wait_started(adapter)
+            queued = asyncio.ensure_future(client.post("/v1/embeddings", json=payload))
+            for _ in range(1000):
+                if runtime.model_info("chars").queued:
+                    break
+                await asyncio.sleep(0.005)
+            refused = await client.post("/v1/embeddings", json=payload)
+            assert refused.status_code == 429
+            gate.set()
+            assert (await running).status_code == 200
+            assert (await queued).status_code == 200
+    assert all(path == "/v1/embeddings" for path, _ in outcomes)
+    got = [o for _, o in outcomes]
+    assert len(got) == 6
+    first = got[0]
+    assert first.request_id == "req-usage-0001"
+    assert (first.model, first.inputs, first.prompt_tokens, first.status) == (
+        "text-chars",
+        1,
+        5,
+        200,
+    )
+    assert first.error_code is None
+    assert first.ok
+    assert first.duration_s >= 0
+    assert (got[1].model, got[1].status, got[1].error_code) == ("gpt-4", 404, "MODEL_NOT_FOUND")
+    assert got[1].prompt_tokens == 0
+    assert not got[1].ok
+    assert (got[2].model, got[2].status, got[2].error_code) == (None, 400, "REQUEST_INVALID")
+    statuses = sorted(o.status for o in got[3:])
+    assert statuses == [200, 200, 429]
+    (limited,) = [o for o in got[3:] if o.status == 429]
+    assert limited.error_code == "MODEL_OVERLOADED"
+
+
+async def test_on_complete_sees_a_client_that_left_and_its_errors_stay_private(caplog) -> None:
+    gate = threading.Event()
+    adapter = CharAdapter(gate=gate)
+    seen: list[EmbeddingsOutcome] = []
+
+    def explode(scope, outcome: EmbeddingsOutcome) -> None:
+        seen.append(outcome)
+        raise RuntimeError("usage sink is broken")
+
+    async with Runtime(device="cpu") as runtime:
+        await runtime.add_model("chars", adapter)
+        app = OpenAIEmbeddings(runtime, on_complete=explode)
+        blocker = runtime.enqueue("chars", "x")
+        await wait_started(adapter)
+        body = json.dumps({"model": "chars", "input": ["abc"]}).encode()
+        messages = [
+            {"type": "http.request", "body": body, "more_body": False},
+            {"type": "http.disconnect"},
+        ]
+
+        async def receive():
+            if len(messages) == 1:
+                await asyncio.sleep(0.01)
+            return messages.pop(0)
+
+        async def send(message):
+            raise AssertionError("nobody is there to answer")
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": []}
+        with caplog.at_level("ERROR", logger="aiaas_serving"):
+            await app(scope, receive, send)
+        gate.set()
+        await blocker
+    (left,) = seen
+    assert (left.model, left.inputs, left.prompt_tokens) == ("chars", 1, 3)
+    assert left.status is None
+    assert left.error_code == "CLIENT_DISCONNECTED"
+    assert "on_complete failed" in caplog.text
+
+
+def test_outcomes_refuse_negative_counts() -> None:
+    with pytest.raises(ValueError, match="prompt_tokens"):
+        EmbeddingsOutcome(
+            request_id="r",
+            model="m",
+            inputs=1,
+            prompt_tokens=-1,
+            status=200,
+            error_code=None,
+            duration_s=0.0,
+        )

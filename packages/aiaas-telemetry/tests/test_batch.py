@@ -252,16 +252,16 @@ def test_setup_keywords_win_and_bad_variables_fail_setup(make_telemetry: Any) ->
 def test_export_timeout_caps_the_exporter_timeout(
     make_telemetry: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from opentelemetry.exporter.otlp.proto.http import trace_exporter
+    from aiaas_telemetry import _otlp
 
     timeouts: list[float | None] = []
 
-    class Recording(trace_exporter.OTLPSpanExporter):
+    class Recording(_otlp.LeanOTLPSpanExporter):
         def __init__(self, **kwargs: Any) -> None:
             timeouts.append(kwargs.get("timeout"))
             super().__init__(**kwargs)
 
-    monkeypatch.setattr(trace_exporter, "OTLPSpanExporter", Recording)
+    monkeypatch.setattr(_otlp, "LeanOTLPSpanExporter", Recording)
     profile = load_profile(
         {"service_name": "timeouts", "otel_exporter": {"timeout_ms": 3000}}, environ={}
     )

@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
 from aiaas_core import Actor
-from aiaas_telemetry import TelemetryMiddleware
+from aiaas_telemetry import TelemetryMiddleware, load_profile
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -584,3 +584,80 @@ async def test_error_counter_children_are_cached(tel: Any, demo: Any, asgi: Any)
     (code,) = {key[2] for key in app._error_children}
     labels = {"method": "GET", "route": "/missing", "code": code}
     assert sample(tel, "http_server_errors_total", **labels) == 3
+
+
+# --------------------------------------------------------------------------- traceparent fast path
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03",
+        b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        b" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ",
+        b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        b"garbage",
+    ],
+)
+def test_lone_traceparent_gives_what_the_propagator_gives(header: bytes) -> None:
+    from opentelemetry.trace import get_current_span
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from aiaas_telemetry._middleware import _remote_parent
+
+    expected = get_current_span(
+        TraceContextTextMapPropagator().extract({"traceparent": header.decode()})
+    ).get_span_context()
+    fast = _remote_parent(header)
+    if fast is None:  # not canonical: the middleware asks the propagator
+        return
+    got = get_current_span(fast).get_span_context()
+    assert got == expected
+    assert got.is_remote
+    assert got.trace_flags == expected.trace_flags
+    assert got.trace_state == expected.trace_state
+
+
+def test_canonical_traceparents_take_the_fast_path() -> None:
+    from aiaas_telemetry._middleware import _remote_parent
+
+    assert _remote_parent(TRACEPARENT) is not None
+    assert _remote_parent(b"00-" + b"0" * 32 + b"-00f067aa0ba902b7-01") is None
+    assert _remote_parent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-" + b"0" * 16 + b"-01") is None
+    assert _remote_parent(TRACEPARENT + b"-x") is None
+
+
+@pytest.mark.parametrize("propagators", [["tracecontext"], ["baggage", "tracecontext"]])
+async def test_the_trace_continues_with_other_propagator_lists(
+    propagators: list[str], make_telemetry: Any, memory_exporter: Any, demo: Any, asgi: Any
+) -> None:
+    profile = load_profile(
+        {"service_name": "props", "tracing": {"propagators": propagators}}, environ={}
+    )
+    tel = make_telemetry(profile, span_exporter=memory_exporter)
+    app = tel.middleware(demo, routes=["/v1/items/{id}"])
+    unsampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+    for header in (TRACEPARENT, unsampled):
+        res = await asgi.call(app, asgi.scope("GET", "/v1/items/1", [(b"traceparent", header)]))
+        assert res.json()["trace_id"] == TRACE_ID
+    tel.tracer_provider.force_flush()
+    (span,) = memory_exporter.get_finished_spans()  # the unsampled parent: no span recorded
+    assert format(span.parent.span_id, "016x") == PARENT_ID
+    assert span.parent.is_remote
+
+
+async def test_traceparent_with_tracestate_goes_through_the_propagator(
+    tel: Any, memory_exporter: Any, demo: Any, asgi: Any
+) -> None:
+    app = tel.middleware(demo, routes=["/v1/items/{id}"])
+    headers = [(b"traceparent", TRACEPARENT), (b"tracestate", b"vendor=opaque")]
+    res = await asgi.call(app, asgi.scope("GET", "/v1/items/1", headers))
+    assert res.json()["trace_id"] == TRACE_ID
+    (span,) = spans(tel, memory_exporter)
+    assert span.parent.trace_state.get("vendor") == "opaque"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +20,8 @@ from aiaas_core import (
     Policy,
     PolicyRule,
     RouteRule,
+    run_lifespan,
+    send_json,
     settings_summary,
 )
 from aiaas_telemetry import Telemetry
@@ -49,32 +50,6 @@ def utc_timestamp(now: datetime | None = None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-async def _json(send: Send, status: int, payload: Any, *, head: bool = False) -> None:
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"" if head else body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 class WorldApp:
     """``GET /world``, ``/health``, ``/ready`` and the privileged ``GET /admin/config``."""
 
@@ -92,7 +67,7 @@ class WorldApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await run_lifespan(receive, send)
             return
         if scope["type"] != "http":
             raise NotFoundError("world-service speaks HTTP only")
@@ -106,7 +81,7 @@ class WorldApp:
             )
         head = method == "HEAD"
         if path == "/world":
-            await _json(
+            await send_json(
                 send,
                 200,
                 {"message": f"Hello, {SERVICE_NAME}!", "timestamp": utc_timestamp(self._clock())},
@@ -114,10 +89,10 @@ class WorldApp:
             )
         elif path in ("/health", "/ready"):
             report = await self.health.run("liveness" if path == "/health" else "readiness")
-            await _json(send, report.http_status, report.to_dict(), head=head)
+            await send_json(send, report.http_status, report.to_dict(), head=head)
         else:  # /admin/config, reached only through AuthMiddleware with config:read
             self.telemetry.logger.info("configuration read by an administrator")
-            await _json(
+            await send_json(
                 send,
                 200,
                 {

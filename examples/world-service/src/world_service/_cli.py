@@ -6,13 +6,17 @@ import argparse
 import logging
 import signal
 import sys
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 
 import uvicorn
 
-from aiaas_core import ApiKeyVerifier, ConfigError, InMemoryApiKeyStore, settings_summary
+from aiaas_core import (
+    ApiKeyVerifier,
+    ConfigError,
+    InMemoryApiKeyStore,
+    settings_summary,
+    signals_end_normally,
+)
 from aiaas_telemetry import load_profile, setup
 from world_service import _settings
 from world_service._app import SERVICE_NAME, create_app
@@ -69,29 +73,6 @@ def _issue_key(settings: _settings.Settings, roles: str, subject: str) -> int:
     return 0
 
 
-@contextmanager
-def _signals_end_normally() -> Iterator[list[int]]:
-    """Make SIGTERM/SIGINT, once uvicorn has finished with them, end ``main`` normally.
-
-    uvicorn handles both signals (a graceful shutdown) and, when done, raises the signal again
-    against the handler installed before it started. The default handlers would kill the process
-    (SIGTERM) or raise KeyboardInterrupt (SIGINT) before telemetry is flushed; these record the
-    signal instead. The previous handlers are put back afterwards.
-    """
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for sig in previous:
-        signal.signal(sig, lambda signum, _frame: received.append(signum))
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -136,7 +117,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             timeout_graceful_shutdown=max(1, round(settings.graceful_timeout.total_seconds())),
         )
         server = uvicorn.Server(config)
-        with _signals_end_normally() as received:
+        with signals_end_normally() as received:
             try:
                 server.run()  # returns after SIGTERM/SIGINT, once in-flight requests are done
             except SystemExit as exc:  # uvicorn exits when it cannot bind or start up

@@ -75,10 +75,13 @@ _LAZY: dict[str, str] = {
     "parse_api_key": "_apikeys",
     "problem_details": "_errors",
     "request_context": "_context",
+    "run_lifespan": "_serving",
+    "send_json": "_serving",
     "set_actor": "_context",
     "set_trace": "_context",
     "setting": "_config",
     "settings_summary": "_config",
+    "signals_end_normally": "_serving",
 }
 
 __all__ = [
@@ -144,10 +147,13 @@ __all__ = [
     "parse_api_key",
     "problem_details",
     "request_context",
+    "run_lifespan",
+    "send_json",
     "set_actor",
     "set_trace",
     "setting",
     "settings_summary",
+    "signals_end_normally",
 ]
 
 if TYPE_CHECKING:
@@ -225,6 +231,7 @@ if TYPE_CHECKING:
         PolicyRule,
         load_policy_bundle,
     )
+    from aiaas_core._serving import run_lifespan, send_json, signals_end_normally
     from aiaas_core._versioning import (
         AiaasDeprecationWarning,
         CompatibilityProblem,

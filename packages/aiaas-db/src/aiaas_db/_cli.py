@@ -6,7 +6,8 @@ codes are stable (:data:`EXIT_CODES`)::
 
     0  success (for `migrate status --exit-code`: up to date)
     1  unexpected error
-    2  usage error (bad option or argument)
+    2  usage error (bad option or argument), or missing/invalid configuration the command
+       needs (the PII keys AIAAS_DB_PII_HASH_KEY / AIAAS_DB_PII_ENCRYPTION_KEY)
     3  a change set, its check, a dry run or a drill failed
     4  blocked: the database is dirty or a change set failed and awaits `recover`
        (also: nothing to recover)
@@ -70,9 +71,14 @@ EXIT_CODES: Final[dict[str, int]] = {
     "DATABASE_UNAVAILABLE": EXIT_UNAVAILABLE,
     "POSTGRES_NOT_FOUND": EXIT_UNAVAILABLE,
     "POSTGRES_LOCAL_FAILED": EXIT_UNAVAILABLE,
+    "PII_KEYS_MISSING": EXIT_USAGE,
+    "PII_KEYS_INVALID": EXIT_USAGE,
+    "PII_KEY_UNKNOWN": EXIT_USAGE,
 }
 
 LOCAL_DATABASE: Final = "aiaas"
+#: ``--component`` when none is given: with no ``--source`` too, the whole platform.
+DEFAULT_COMPONENT: Final = "app"
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -230,10 +236,17 @@ def _migrate_options(func: _F) -> _F:
         click.option(
             "--component",
             "-c",
-            default="app",
+            default=DEFAULT_COMPONENT,
             show_default=True,
             envvar="AIAAS_DB_COMPONENT",
-            help="Component whose change sets and state to use (operational, analytics, ...).",
+            help="Component whose change sets and state to use. operational / analytics without "
+            "--source: the platform's own change sets of that component.",
+        ),
+        click.option(
+            "--platform",
+            is_flag=True,
+            help="Use the platform's own change sets (operational, then analytics; rollbacks in "
+            "reverse). The default when neither --source nor a platform --component is given.",
         ),
         click.option(
             "--dsn",
@@ -323,21 +336,77 @@ def _resolve_dsn(dsn: str | None, output: Output) -> str:
     return cluster.create_database(LOCAL_DATABASE)
 
 
-def _migrator(params: dict[str, Any], output: Output) -> Migrator:
-    from aiaas_db._migrator import Migrator  # noqa: PLC0415 -- keeps --help fast
+def _platform_components(params: dict[str, Any]) -> tuple[str, ...] | None:
+    """The platform components a migrate command targets; ``None`` for a ``--source`` folder."""
+    from aiaas_db._platform import PLATFORM_COMPONENTS  # noqa: PLC0415 -- keeps --help fast
 
-    return Migrator(
-        _resolve_dsn(params["dsn"], output),
-        params["source"],
-        component=params["component"],
-        schema=params["schema"],
-        migrations_table=params["migrations_table"],
-        lock_timeout=params["lock_timeout"],
-        statement_timeout=params["statement_timeout"],
-        ddl_lock_timeout=params["ddl_lock_timeout"],
-        actor=params["author"],
-        environment=params["environment"],
+    component = params["component"]
+    if params["source"] is not None:
+        if params.get("platform"):
+            raise click.UsageError(
+                "--platform uses the change sets shipped with aiaas-db; drop --source (or "
+                "--platform to migrate your own folder)"
+            )
+        return None
+    if component in PLATFORM_COMPONENTS:
+        return (component,)
+    if component == DEFAULT_COMPONENT:
+        return PLATFORM_COMPONENTS
+    if params.get("platform"):
+        raise click.UsageError(
+            f"--platform migrates the components {', '.join(PLATFORM_COMPONENTS)}; "
+            f"--component {component!r} is not one of them"
+        )
+    return None
+
+
+def _migrators(params: dict[str, Any], output: Output) -> list[Migrator]:
+    """One migrator per targeted component (several for the whole platform), in apply order."""
+    from aiaas_db._migrator import Migrator  # noqa: PLC0415 -- keeps --help fast
+    from aiaas_db._platform import platform_source  # noqa: PLC0415
+
+    components = _platform_components(params)
+    if components is not None and len(components) > 1 and params["migrations_table"]:
+        raise click.UsageError(
+            "--migrations-table names one component's table; with the whole platform each "
+            "component keeps schema_migrations_<component> (add --component to pick one)"
+        )
+    dsn = _resolve_dsn(params["dsn"], output)
+    targets: list[tuple[str, Any]] = (
+        [(params["component"], params["source"])]
+        if components is None
+        else [(c, platform_source(c)) for c in components]  # type: ignore[arg-type]
     )
+    return [
+        Migrator(
+            dsn,
+            source,
+            component=component,
+            schema=params["schema"],
+            migrations_table=params["migrations_table"],
+            lock_timeout=params["lock_timeout"],
+            statement_timeout=params["statement_timeout"],
+            ddl_lock_timeout=params["ddl_lock_timeout"],
+            actor=params["author"],
+            environment=params["environment"],
+        )
+        for component, source in targets
+    ]
+
+
+def _migrator(params: dict[str, Any], output: Output) -> Migrator:
+    """The single migrator of a one-component command (recover, force, accept-checksum)."""
+    migrators = _migrators(params, output)
+    if len(migrators) > 1:
+        raise click.UsageError(
+            "this command acts on one component: add --component operational or "
+            "--component analytics (or --source DIR for your own change sets)"
+        )
+    return migrators[0]
+
+
+def _platform_document(output: Output, ok: bool, documents: list[dict[str, Any]]) -> None:
+    output.document({"ok": ok, "platform": True, "components": documents})
 
 
 def _confirm(yes: bool, question: str) -> None:
@@ -629,30 +698,39 @@ def migrate_up(
     yes: bool,
     **params: Any,
 ) -> None:
-    """Apply pending change sets, oldest first."""
+    """Apply pending change sets, oldest first (the platform: operational, then analytics)."""
     out = Output(params["output"])
 
     def action() -> int:
-        m = _migrator(params, out)
+        migrators = _migrators(params, out)
+        reports: list[RunReport] = []
+        for m in migrators:
 
-        def run(allow_destructive: bool) -> RunReport:
-            return m.up(
-                to=to,
-                dry_run=dry_run,
-                approved_by=approved_by,
-                allow_out_of_order=allow_out_of_order,
-                allow_destructive=allow_destructive,
-            )
+            def run(allow_destructive: bool, m: Migrator = m) -> RunReport:
+                return m.up(
+                    to=to,
+                    dry_run=dry_run,
+                    approved_by=approved_by,
+                    allow_out_of_order=allow_out_of_order,
+                    allow_destructive=allow_destructive,
+                )
 
-        try:
-            report = run(yes)
-        except MigrationRefusedError as exc:
-            if exc.code != "MIGRATION_DESTRUCTIVE_UNCONFIRMED":
-                raise
-            _confirm(False, f"{exc.message}. Apply them?")
-            report = run(True)
-        _render_report(out, report)
-        return EXIT_FAILED if report.status == "failed" else EXIT_OK
+            try:
+                report = run(yes)
+            except MigrationRefusedError as exc:
+                if exc.code != "MIGRATION_DESTRUCTIVE_UNCONFIRMED":
+                    raise
+                _confirm(False, f"{exc.message}. Apply them?")
+                report = run(True)
+            reports.append(report)
+            if len(migrators) == 1 or not out.json:
+                _render_report(out, report)
+            if report.status == "failed":
+                break
+        failed = any(r.status == "failed" for r in reports)
+        if len(migrators) > 1 and out.json:
+            _platform_document(out, not failed, [r.to_dict() for r in reports])
+        return EXIT_FAILED if failed else EXIT_OK
 
     _run(out, action)
 
@@ -680,7 +758,12 @@ def migrate_down(
         raise click.UsageError("use one of --to, --steps, --all")
 
     def action() -> int:
-        m = _migrator(params, out)
+        migrators = list(reversed(_migrators(params, out)))
+        if len(migrators) > 1 and not all_ and to is None:
+            raise click.UsageError(
+                "rolling back the platform needs --all or --to VERSION (each component keeps "
+                "the versions up to it); for --steps name one --component"
+            )
         target = 0 if all_ else to
         if not dry_run:
             what = (
@@ -690,12 +773,26 @@ def migrate_down(
                 if to is not None
                 else f"the newest {steps or 1} version(s)"
             )
-            _confirm(yes, f"Roll back {what} of {m.component}?")
-        report = m.down(
-            to=target, steps=steps, dry_run=dry_run, approved_by=approved_by, allow_destructive=True
-        )
-        _render_report(out, report)
-        return EXIT_FAILED if report.status == "failed" else EXIT_OK
+            names = " and ".join(m.component for m in migrators)
+            _confirm(yes, f"Roll back {what} of {names}?")
+        reports: list[RunReport] = []
+        for m in migrators:
+            report = m.down(
+                to=target,
+                steps=steps,
+                dry_run=dry_run,
+                approved_by=approved_by,
+                allow_destructive=True,
+            )
+            reports.append(report)
+            if len(migrators) == 1 or not out.json:
+                _render_report(out, report)
+            if report.status == "failed":
+                break
+        failed = any(r.status == "failed" for r in reports)
+        if len(migrators) > 1 and out.json:
+            _platform_document(out, not failed, [r.to_dict() for r in reports])
+        return EXIT_FAILED if failed else EXIT_OK
 
     _run(out, action)
 
@@ -720,12 +817,17 @@ def migrate_status(*, history_limit: int, exit_code: bool, **params: Any) -> Non
     out = Output(params["output"])
 
     def action() -> int:
-        status = _migrator(params, out).status(history_limit=history_limit)
-        _render_status(out, status)
+        migrators = _migrators(params, out)
+        statuses = [m.status(history_limit=history_limit) for m in migrators]
+        if len(migrators) > 1 and out.json:
+            _platform_document(out, True, [{**s.to_dict(), "health": s.health()} for s in statuses])
+        else:
+            for status in statuses:
+                _render_status(out, status)
         if exit_code:
-            if status.blocked:
+            if any(s.blocked for s in statuses):
                 return EXIT_BLOCKED
-            if status.pending:
+            if any(s.pending for s in statuses):
                 return EXIT_PENDING
         return EXIT_OK
 
@@ -740,7 +842,16 @@ def migrate_drill(*, to: int | None, **params: Any) -> None:
     out = Output(params["output"])
 
     def action() -> None:
-        _render_drill(out, _migrator(params, out).drill(to=to))
+        migrators = _migrators(params, out)
+        if len(migrators) == 1:
+            _render_drill(out, migrators[0].drill(to=to))
+            return
+        reports = [m.drill(to=to) for m in migrators]
+        if out.json:
+            _platform_document(out, all(r.ok for r in reports), [r.to_dict() for r in reports])
+        else:
+            for report in reports:
+                _render_drill(out, report)
 
     _run(out, action)
 
@@ -851,6 +962,32 @@ def migrate_accept_checksum(
             out.out.print(f"[green]✓[/] accepted new checksums for {', '.join(map(str, versions))}")
 
     _run(out, action)
+
+
+# --- command groups defined in their own modules (one import + one add_command line each) -----
+# Heavy libraries (sqlglot, duckdb, uvicorn) are imported inside the commands, not here.
+# (platform: partitions)
+from aiaas_db._cli_partitions import partitions  # noqa: E402
+
+cli.add_command(partitions)
+# (seed, purge)
+from aiaas_db._cli_seed import purge_command, seed_command  # noqa: E402
+
+cli.add_command(seed_command)
+cli.add_command(purge_command)
+# (lint, docs)
+from aiaas_db._cli_lint import docs_command, lint_command  # noqa: E402
+
+cli.add_command(lint_command)
+cli.add_command(docs_command)
+# (serve)
+from aiaas_db._cli_serve import serve  # noqa: E402
+
+cli.add_command(serve)
+# (rollup)
+from aiaas_db._cli_rollup import rollup  # noqa: E402 -- registered after the core commands
+
+cli.add_command(rollup)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,7 +142,10 @@ def _free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Whether PostgreSQL could listen on ``port``. It binds with SO_REUSEADDR, so a port whose
+    last connections are in TIME_WAIT (a cluster just stopped) counts as free, as it is."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import psycopg
 from psycopg import sql
@@ -65,10 +65,14 @@ from aiaas_db._state import (
     Settled,
     StateTables,
     StateView,
+    audit_table_exists,
     expected_golang,
     reconcile,
 )
 from aiaas_db._telemetry import emit, set_attributes, span
+
+if TYPE_CHECKING:
+    from aiaas_db._pii import PiiProtector
 
 __all__ = ["PROTECTED_ENVIRONMENTS", "Migrator", "RecoverAction"]
 
@@ -83,6 +87,11 @@ _DML_TARGET: Final = re.compile(
     re.IGNORECASE,
 )
 _VERB_KEY: Final = {"insert": "inserted", "update": "updated", "delete": "deleted"}
+#: An up script that creates the platform's audit table (the run must then write audit entries).
+_CREATES_AUDIT: Final = re.compile(
+    r"\bcreate\s+table\s+(?:if\s+not\s+exists\s+)?(?:\"?public\"?\.)?\"?audit_log_entries\b",
+    re.IGNORECASE,
+)
 
 
 def _now() -> datetime:
@@ -168,7 +177,11 @@ class Migrator:
     ``lock_timeout`` bounds the wait for the migration lock (seconds); ``statement_timeout`` and
     ``ddl_lock_timeout`` (PostgreSQL's ``lock_timeout``) bound each statement of a change set.
     ``actor`` is recorded as who applied (default ``$AIAAS_DB_ACTOR`` or the OS user);
-    ``environment`` ``production`` requires dual approval.
+    ``environment`` ``production`` requires dual approval. ``protector`` protects the actor in
+    the platform's audit log (:class:`~aiaas_db.PiiProtector`); without one, a run that writes
+    audit entries (the database has ``audit_log_entries``, or a change set of the source creates
+    it) reads the keys from the environment (:meth:`~aiaas_db.PiiProtector.from_env`) before
+    changing anything.
     """
 
     def __init__(
@@ -185,6 +198,7 @@ class Migrator:
         actor: str | None = None,
         environment: str | None = None,
         connect_timeout: int = 10,
+        protector: PiiProtector | None = None,
     ) -> None:
         if not str(dsn or "").strip():
             raise MigrationRefusedError("a DSN is required (postgresql://... or key=value)")
@@ -215,6 +229,9 @@ class Migrator:
         self.actor = actor or _default_actor()
         self.environment = environment
         self.connect_timeout = connect_timeout
+        self.protector = protector
+        #: The protector of the current run (resolved when its session opens).
+        self._run_protector: PiiProtector | None = protector
         self.tables = StateTables(schema=schema, table=self.migrations_table, component=component)
         self._state_tables = frozenset(
             {
@@ -270,13 +287,19 @@ class Migrator:
 
     @contextlib.contextmanager
     def _session(
-        self, purpose: str, *, write: bool, checks: list[PreCheck]
+        self,
+        purpose: str,
+        *,
+        write: bool,
+        checks: list[PreCheck],
+        sets: Sequence[ChangeSet] = (),
     ) -> Iterator[tuple[psycopg.Connection[Any], AdvisoryLock]]:
         conn = self.connect(purpose)
         try:
             version = conn.info.server_version
             checks.append(PreCheck("connectivity", True, f"PostgreSQL {version // 10000}"))
             if write:
+                self._resolve_protector(conn, sets, checks, purpose)
                 self.tables.ensure(conn)
             dbname = conn.info.dbname
             waited: list[float] = []
@@ -311,6 +334,42 @@ class Migrator:
                 lock.release()
         finally:
             conn.close()
+
+    def _resolve_protector(
+        self,
+        conn: psycopg.Connection[Any],
+        sets: Sequence[ChangeSet],
+        checks: list[PreCheck],
+        operation: str,
+    ) -> None:
+        """Settle the run's PII protector before anything changes.
+
+        Needed when the run may write audit entries: the database has ``audit_log_entries`` or
+        one of the change sets creates it. Missing keys fail here, with nothing applied.
+        """
+        self._run_protector = self.protector
+        if self.protector is not None:
+            checks.append(PreCheck("audit keys", True, "PII protector given"))
+            return
+        if not audit_table_exists(conn) and not any(
+            _CREATES_AUDIT.search(cs.up.sql) for cs in sets
+        ):
+            return
+        from aiaas_db._pii import PiiKeyError, PiiProtector  # noqa: PLC0415 -- only when auditing
+
+        try:
+            self._run_protector = PiiProtector.from_env()
+        except PiiKeyError as exc:
+            checks.append(PreCheck("audit keys", False, exc.code))
+            self._emit_checks(operation, checks, ok=False)
+            exc.component = self.component
+            exc.message = (
+                f"{exc.message}. The migrator writes audit_log_entries, whose actor is stored "
+                "as a keyed digest and a ciphertext; nothing was changed"
+            )
+            exc.args = (exc.message,)
+            raise
+        checks.append(PreCheck("audit keys", True, "PII keys read from the environment"))
 
     def _emit_checks(self, operation: str, checks: Sequence[PreCheck], *, ok: bool) -> None:
         emit(
@@ -797,6 +856,7 @@ class Migrator:
             conn,
             action="migration.apply" if direction == "up" else "migration.rollback",
             actor=self.actor,
+            protector=self._run_protector,
             target=f"{self.component}:{cs.name}",
             metadata={
                 "component": self.component,
@@ -925,6 +985,7 @@ class Migrator:
                     conn,
                     action="migration.failed",
                     actor=self.actor,
+                    protector=self._run_protector,
                     target=f"{self.component}:{cs.name}",
                     metadata={
                         "component": self.component,
@@ -1419,7 +1480,7 @@ class Migrator:
                     "db.migration.run_id": run_id,
                 },
             ) as run_span,
-            self._session(direction, write=not dry_run, checks=checks) as (conn, lock),
+            self._session(direction, write=not dry_run, checks=checks, sets=sets) as (conn, lock),
         ):
             if not dry_run:
                 self.tables.close_interrupted(conn)
@@ -1696,7 +1757,7 @@ class Migrator:
                     "db.migration.run_id": run_id,
                 },
             ),
-            self._session("recover", write=True, checks=checks) as (conn, lock),
+            self._session("recover", write=True, checks=checks, sets=sets) as (conn, lock),
         ):
             self.tables.close_interrupted(conn)
             view = self._adopt(conn, sets, run_id)
@@ -1890,6 +1951,7 @@ class Migrator:
                 conn,
                 action="migration.recover",
                 actor=self.actor,
+                protector=self._run_protector,
                 target=f"{self.component}:{version}_{slug}",
                 metadata={
                     "component": self.component,
@@ -1965,6 +2027,7 @@ class Migrator:
                 conn,
                 action=f"migration.{direction}",
                 actor=self.actor,
+                protector=self._run_protector,
                 target=f"{self.component}:{version if version is not None else -1}",
                 metadata={
                     "component": self.component,
@@ -2014,7 +2077,7 @@ class Migrator:
                     "db.migration.run_id": run_id,
                 },
             ),
-            self._session("force", write=True, checks=checks) as (conn, lock),
+            self._session("force", write=True, checks=checks, sets=sets) as (conn, lock),
         ):
             self.tables.close_interrupted(conn)
             view = self._read_view(conn, sets)
@@ -2066,7 +2129,7 @@ class Migrator:
         run_id = str(uuid.uuid4())
         started = _now()
         checks: list[PreCheck] = []
-        with self._session("accept-checksum", write=True, checks=checks) as (conn, lock):
+        with self._session("accept-checksum", write=True, checks=checks, sets=sets) as (conn, lock):
             view = self._adopt(conn, sets, run_id)
             for v in versions:
                 entry = view.applied.get(v)
@@ -2117,6 +2180,7 @@ class Migrator:
                         conn,
                         action="migration.accept_checksum",
                         actor=self.actor,
+                        protector=self._run_protector,
                         target=f"{self.component}:{cs.name}",
                         metadata={
                             "component": self.component,
@@ -2196,7 +2260,7 @@ class Migrator:
                     "db.migration.run_id": run_id,
                 },
             ) as run_span,
-            self._session("drill", write=True, checks=checks) as (conn, _lock),
+            self._session("drill", write=True, checks=checks, sets=sets) as (conn, _lock),
         ):
             self.tables.close_interrupted(conn)
             view = self._adopt(conn, sets, run_id)

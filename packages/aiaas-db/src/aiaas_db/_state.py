@@ -11,7 +11,8 @@
   direction, checksum, status, start, finish, duration, who applied and approved, dry run, rows
   affected per touched table, error text and the failing statement, the reason given.
 * ``audit_log_entries`` (the platform's, when it exists): one row per apply, rollback, recovery
-  and override, actor type ``migration``, the script checksum in ``metadata``.
+  and override, actor type ``migration``, the script checksum in ``metadata``, written through
+  :func:`aiaas_db._audit.write_audit` (the actor as a keyed digest and a ciphertext).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from psycopg import sql
 
 if TYPE_CHECKING:
     import psycopg
+
+    from aiaas_db._pii import PiiProtector
 
 __all__ = ["HistoryEntry"]
 
@@ -598,14 +601,33 @@ class StateTables:
         actor: str,
         target: str,
         metadata: Mapping[str, Any],
+        protector: PiiProtector | None,
     ) -> bool:
-        """Insert an audit row when the platform's ``audit_log_entries`` exists."""
-        row = conn.execute("SELECT to_regclass('audit_log_entries') IS NOT NULL").fetchone()
-        if not row or not row[0]:
+        """Write an audit entry (through :func:`~aiaas_db._audit.write_audit`) when the platform's
+        ``audit_log_entries`` exists; the actor is stored as a keyed digest and a ciphertext.
+
+        ``protector`` is the run's PII protector; when the table exists and none was resolved at
+        the start of the run (a change set created the table in a way the migrator could not
+        foresee), the keys are read from the environment now, and missing keys fail the step.
+        """
+        if not audit_table_exists(conn):
             return False
-        conn.execute(
-            "INSERT INTO audit_log_entries (actor_type, actor, action, target, metadata)"
-            " VALUES ('migration', %s, %s, %s, %s::jsonb)",
-            (actor, action, target, json.dumps(dict(metadata), sort_keys=True, default=str)),
+        from aiaas_db._audit import write_audit  # noqa: PLC0415 -- only when auditing
+        from aiaas_db._pii import PiiProtector  # noqa: PLC0415
+
+        write_audit(
+            conn,
+            actor_type="migration",
+            actor=actor,
+            action=action,
+            target=target,
+            metadata=metadata,
+            protector=protector if protector is not None else PiiProtector.from_env(),
         )
         return True
+
+
+def audit_table_exists(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the platform's ``audit_log_entries`` table is visible on ``conn``."""
+    row = conn.execute("SELECT to_regclass('audit_log_entries') IS NOT NULL").fetchone()
+    return bool(row and row[0])

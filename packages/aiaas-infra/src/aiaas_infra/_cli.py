@@ -472,6 +472,25 @@ def emulator(
         em.stop()
 
 
+# --- command groups defined in their own modules ------------------------------------------------
+# They import this module's helpers, so they are registered from a function: the import cycle is
+# then resolved at run time, and type checkers see the commands' types. Heavy imports
+# (kubernetes_asyncio, uvicorn, cryptography) stay inside the commands.
+
+
+def _register_commands() -> None:
+    from aiaas_infra._access_cli import access_group, handoff_group  # noqa: PLC0415
+    from aiaas_infra._bootstrap_cli import bootstrap_cmd  # noqa: PLC0415
+    from aiaas_infra._cli_render import render_cmd  # noqa: PLC0415
+    from aiaas_infra._secrets_cli import secrets_group  # noqa: PLC0415
+
+    for command in (render_cmd, secrets_group, bootstrap_cmd, access_group, handoff_group):
+        cli.add_command(command)
+
+
+_register_commands()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (see :class:`ExitCode`)."""
     from aiaas_core import AiaasError, ConflictError, NotFoundError  # noqa: PLC0415

@@ -34,8 +34,10 @@ from aiaas_infra._errors import SpecError, SpecProblem
 
 __all__ = [
     "SPEC_VERSION",
+    "Access",
     "AccessKey",
     "Addresses",
+    "AlertRoute",
     "Autoscaler",
     "Bucket",
     "BucketGrant",
@@ -44,11 +46,21 @@ __all__ = [
     "Environment",
     "Firewall",
     "FirewallRule",
+    "GitOps",
+    "InferenceService",
     "LifecycleRule",
+    "Limits",
+    "Maintenance",
+    "NetworkAllow",
+    "NetworkPolicySpec",
     "NodePool",
     "ObjectStorage",
+    "Observability",
     "PlatformSpec",
+    "PortSpec",
     "Quota",
+    "Replicas",
+    "SecretItem",
     "Subnet",
     "Taint",
     "Vpc",
@@ -70,6 +82,9 @@ MAX_FIREWALL_PORT_PIECES: Final = 15
 SUBNET_PREFIX_MIN: Final = 1
 SUBNET_PREFIX_MAX: Final = 29
 METRICS_RETENTION_MIN_DAYS: Final = 30
+SECRET_ROTATION_MAX_DAYS: Final = 365
+#: The secrets every environment's bundle must hold (the default bundle is exactly these).
+REQUIRED_SECRETS: Final = ("api-token", "metrics-credentials")
 
 _CLUSTER_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,30}[A-Za-z0-9])?")
 _POOL_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
@@ -92,6 +107,15 @@ _MEMORY = re.compile(r"\d+(?:Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?")
 _PORTS_PIECE = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?")
 _RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 _ENGINE = re.compile(r"postgresql/\d+(?:\.\d+)?")
+_OBJECT_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?")
+_IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}")
+_IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_IMAGE_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+_HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(?::\d{1,5})?(?:/[^\s]*)?")
+_GIT_URL = re.compile(r"(?:https://[^\s]+|ssh://[^\s]+|git@[A-Za-z0-9.-]+:[^\s]+)")
+_GIT_PATH = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
+_REVISION = re.compile(r"[A-Za-z0-9_./-]{1,128}")
+_RECEIVER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 _RFC1918 = (
     ipaddress.IPv4Network("10.0.0.0/8"),
@@ -103,6 +127,10 @@ Effect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 Action = Literal["ACCEPT", "DROP"]
 Protocol = Literal["TCP", "UDP", "ICMP", "IPENCAP"]
 Permission = Literal["read_only", "read_write"]
+Direction = Literal["ingress", "egress"]
+PortProtocol = Literal["TCP", "UDP", "SCTP"]
+SyncMode = Literal["auto", "manual"]
+Severity = Literal["critical", "warning", "info"]
 
 # --------------------------------------------------------------------------------------------
 # Problems collected by each class's checks: (relative path, message)
@@ -644,6 +672,308 @@ class Database:
         _raise_if(problems)
 
 
+def _https_url(problems: Problems, field: str, value: str) -> None:
+    if not _HTTPS_URL.fullmatch(value):
+        problems.append((field, f"must be an https:// URL, got {value!r}"))
+
+
+@attrs.frozen
+class Limits:
+    """The namespace's LimitRange: per-container defaults (requests = limits) and maxima."""
+
+    default_cpu: str = "250m"
+    default_memory: str = "256Mi"
+    max_cpu: str | None = None
+    max_memory: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        problems: Problems = []
+        for name in ("default_cpu", "max_cpu"):
+            value = getattr(self, name)
+            if value is not None and not _CPU.fullmatch(value):
+                problems.append((name, f'must be a CPU quantity like "2" or "500m", got {value!r}'))
+        for name in ("default_memory", "max_memory"):
+            value = getattr(self, name)
+            if value is not None and not _MEMORY.fullmatch(value):
+                problems.append((name, f'must be a memory quantity like "8Gi", got {value!r}'))
+        _raise_if(problems)
+
+
+@attrs.frozen
+class PortSpec:
+    """A port of a reviewed network allow."""
+
+    port: int
+    protocol: PortProtocol = "TCP"
+
+    def __attrs_post_init__(self) -> None:
+        problems: Problems = []
+        _count(problems, "port", self.port, 1, 65535)
+        _raise_if(problems)
+
+
+@attrs.frozen
+class NetworkAllow:
+    """A reviewed extra allow on top of the default-deny NetworkPolicies.
+
+    ``direction: ingress`` admits traffic from ``namespace`` (optionally only its pods matching
+    ``pod_labels``) or from ``cidr``; ``egress`` lets the environment's pods reach them. Each allow
+    must say who reviewed it and why (``reviewed_by``, ``reason``); both become annotations.
+    """
+
+    name: str
+    direction: Direction
+    reviewed_by: str
+    reason: str
+    namespace: str | None = None
+    cidr: str | None = None
+    pod_labels: dict[str, str] = attrs.field(factory=dict)
+    ports: tuple[PortSpec, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        problems: Problems = []
+        _label(problems, "name", self.name, _OBJECT_NAME, "must be 1-40 of a-z, 0-9 and -")
+        if not self.reviewed_by.strip():
+            problems.append(("reviewed_by", "every extra allow needs a reviewer"))
+        if not self.reason.strip():
+            problems.append(("reason", "every extra allow needs a reason"))
+        if (self.namespace is None) == (self.cidr is None):
+            problems.append(("", "set exactly one of namespace or cidr"))
+        if self.namespace is not None:
+            _label(
+                problems,
+                "namespace",
+                self.namespace,
+                _NAMESPACE,
+                "must be a DNS label (1-63 of a-z, 0-9 and -)",
+            )
+        if self.cidr is not None:
+            if _cidr(self.cidr) is None and _cidr(self.cidr, v6=True) is None:
+                problems.append(("cidr", f"is not an address or CIDR, got {self.cidr!r}"))
+            if self.pod_labels:
+                problems.append(("pod_labels", "only applies with namespace, not with cidr"))
+        _check_k8s_labels(problems, "pod_labels", self.pod_labels)
+        seen: set[tuple[int, str]] = set()
+        for i, port in enumerate(self.ports):
+            if (port.port, port.protocol) in seen:
+                problems.append((f"ports[{i}]", f"duplicate port {port.port}/{port.protocol}"))
+            seen.add((port.port, port.protocol))
+        _raise_if(problems)
+
+
+@attrs.frozen
+class NetworkPolicySpec:
+    """An environment's network: default deny, plus the reviewed ``allow`` list."""
+
+    allow: tuple[NetworkAllow, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        problems: Problems = []
+        seen: set[str] = set()
+        for i, rule in enumerate(self.allow):
+            if rule.name in seen:
+                problems.append((f"allow[{i}].name", f"duplicate allow {rule.name!r}"))
+            seen.add(rule.name)
+        _raise_if(problems)
+
+
+@attrs.frozen
+class SecretItem:
+    """One item of an environment's secrets bundle. Values never live in the spec."""
+
+    name: str
+    purpose: str
+    owner: str
+    rotation_days: int
+
+    def __attrs_post_init__(self) -> None:
+        problems: Problems = []
+        _label(problems, "name", self.name, _OBJECT_NAME, "must be 1-40 of a-z, 0-9 and -")
+        if not self.purpose.strip():
+            problems.append(("purpose", "say what the secret is for"))
+        if not _LABEL_VALUE.fullmatch(self.owner) or not self.owner:
+            problems.append(
+                ("owner", f"must be a team name (letters, digits, -, _ and .), got {self.owner!r}")
+            )
+        _count(problems, "rotation_days", self.rotation_days, 1, SECRET_ROTATION_MAX_DAYS)
+        _raise_if(problems)
+
+
+#: The bundle an environment gets when its spec has no ``secrets``.
+DEFAULT_SECRETS: Final = (
+    SecretItem("api-token", "service API token", "platform-team", 30),
+    SecretItem("metrics-credentials", "metrics remote-write credentials", "observability", 90),
+)
+
+
+@attrs.frozen
+class Replicas:
+    """Replica bounds of an inference service (the HorizontalPodAutoscaler's min and max)."""
+
+    min: int = 1
+    max: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        problems: Problems = []
+        _count(problems, "min", self.min, 1, 1000)
+        _count(problems, "max", self.max, 1, 1000)
+        if self.min > self.max:
+            problems.append(("max", f"must be >= min ({self.min}), got {self.max}"))
+        _raise_if(problems)
+
+
+@attrs.frozen
+class InferenceService:
+    """An inference service: rendered as Deployment, Service, HPA and PodDisruptionBudget.
+
+    ``pool`` is one of the environment's pools; ``gpus`` > 0 requires a GPU pool (its taints
+    become tolerations, its labels the node selector). The image must be pinned (tag or digest,
+    never ``latest``).
+    """
+
+    name: str
+    image: str
+    pool: str
+    port: int = 8080
+    gpus: int = 0
+    cpu: str = "1"
+    memory: str = "2Gi"
+    replicas: Replicas = attrs.field(factory=Replicas)
+    target_cpu_utilization: int = 70
+
+    def __attrs_post_init__(self) -> None:
+        problems: Problems = []
+        _label(problems, "name", self.name, _OBJECT_NAME, "must be 1-40 of a-z, 0-9 and -")
+        self._check_image(problems)
+        _count(problems, "port", self.port, 1, 65535)
+        if self.gpus < 0:
+            problems.append(("gpus", f"must be >= 0, got {self.gpus}"))
+        if not _CPU.fullmatch(self.cpu):
+            problems.append(("cpu", f'must be a CPU quantity like "2" or "500m", got {self.cpu!r}'))
+        if not _MEMORY.fullmatch(self.memory):
+            problems.append(
+                ("memory", f'must be a memory quantity like "8Gi", got {self.memory!r}')
+            )
+        _count(problems, "target_cpu_utilization", self.target_cpu_utilization, 1, 100)
+        _raise_if(problems)
+
+    def _check_image(self, problems: Problems) -> None:
+        name, at, digest = self.image.partition("@")
+        last = name.rsplit("/", 1)[-1]
+        repo, colon, tag = last.partition(":")
+        bad = (
+            not _IMAGE_NAME.fullmatch(name)
+            or (at and not _IMAGE_DIGEST.fullmatch(digest))
+            or (colon and not _IMAGE_TAG.fullmatch(tag))
+            or not repo
+        )
+        if bad:
+            problems.append(("image", f"is not an image reference, got {self.image!r}"))
+        elif not at and (not tag or tag == "latest"):
+            problems.append(
+                ("image", f"pin the image to a tag or digest (not latest), got {self.image!r}")
+            )
+
+
+@attrs.frozen
+class Maintenance:
+    """A maintenance lock: while ``locked``, the handoff API answers 423 for the environment."""
+
+    locked: bool = False
+    reason: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if self.locked and not self.reason.strip():
+            raise _InvalidError([("reason", "say why the environment is locked")])
+
+
+@attrs.frozen
+class GitOps:
+    """The Git repository ArgoCD syncs the rendered tree from."""
+
+    repo_url: str
+    revision: str = "main"
+    path: str = "environments"
+
+    def __attrs_post_init__(self) -> None:
+        problems: Problems = []
+        if not _GIT_URL.fullmatch(self.repo_url):
+            problems.append(
+                ("repo_url", f"must be an https://, ssh:// or git@ URL, got {self.repo_url!r}")
+            )
+        _label(problems, "revision", self.revision, _REVISION, "must be a branch, tag or commit")
+        if not _GIT_PATH.fullmatch(self.path) or ".." in self.path.split("/"):
+            problems.append(
+                ("path", f"must be a relative path like environments, got {self.path!r}")
+            )
+        _raise_if(problems)
+
+
+@attrs.frozen
+class AlertRoute:
+    """Alertmanager: alerts of ``severity`` go to ``receiver``."""
+
+    severity: Severity
+    receiver: str
+
+    def __attrs_post_init__(self) -> None:
+        problems: Problems = []
+        _label(
+            problems,
+            "receiver",
+            self.receiver,
+            _RECEIVER,
+            "must be 1-63 letters, digits, -, _ and .",
+        )
+        _raise_if(problems)
+
+
+@attrs.frozen
+class Observability:
+    """Where metrics, dashboards and alerts live; retention of at least 30 days."""
+
+    grafana_url: str | None = None
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
+    retention_days: int = METRICS_RETENTION_MIN_DAYS
+    alert_routes: tuple[AlertRoute, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        problems: Problems = []
+        for name in ("grafana_url", "prometheus_url", "alertmanager_url"):
+            value = getattr(self, name)
+            if value is not None:
+                _https_url(problems, name, value)
+        if not METRICS_RETENTION_MIN_DAYS <= self.retention_days <= 3650:
+            problems.append(
+                (
+                    "retention_days",
+                    f"metrics are kept {METRICS_RETENTION_MIN_DAYS} to 3650 days, "
+                    f"got {self.retention_days}",
+                )
+            )
+        seen: set[str] = set()
+        for i, route in enumerate(self.alert_routes):
+            if route.severity in seen:
+                problems.append(
+                    (f"alert_routes[{i}].severity", f"{route.severity} is routed twice")
+                )
+            seen.add(route.severity)
+        _raise_if(problems)
+
+
+@attrs.frozen
+class Access:
+    """Access packages: the API server address their kubeconfigs point at."""
+
+    api_server: str
+
+    def __attrs_post_init__(self) -> None:
+        problems: Problems = []
+        _https_url(problems, "api_server", self.api_server)
+        _raise_if(problems)
+
+
 @attrs.frozen
 class Environment:
     """One environment: a namespace on the shared cluster, with its quota and pools."""
@@ -653,9 +983,21 @@ class Environment:
     labels: dict[str, str] = attrs.field(factory=dict)
     quota: Quota = attrs.field(factory=Quota)
     database: Database | None = None
+    limits: Limits = attrs.field(factory=Limits)
+    network: NetworkPolicySpec = attrs.field(factory=NetworkPolicySpec)
+    secrets: tuple[SecretItem, ...] | None = None
+    services: tuple[InferenceService, ...] = ()
+    sync: SyncMode | None = None
+    maintenance: Maintenance = attrs.field(factory=Maintenance)
 
     def __attrs_post_init__(self) -> None:
         problems: Problems = []
+        self._check_secrets(problems)
+        seen: set[str] = set()
+        for i, service in enumerate(self.services):
+            if service.name in seen:
+                problems.append((f"services[{i}].name", f"duplicate service {service.name!r}"))
+            seen.add(service.name)
         if self.namespace is not None:
             _label(
                 problems,
@@ -670,6 +1012,25 @@ class Environment:
             problems.append(("pools", "lists a pool twice"))
         _check_k8s_labels(problems, "labels", self.labels)
         _raise_if(problems)
+
+    def _check_secrets(self, problems: Problems) -> None:
+        if self.secrets is None:
+            return
+        seen: set[str] = set()
+        for i, item in enumerate(self.secrets):
+            if item.name in seen:
+                problems.append((f"secrets[{i}].name", f"duplicate secret {item.name!r}"))
+            seen.add(item.name)
+        missing = [name for name in REQUIRED_SECRETS if name not in seen]
+        if missing:
+            problems.append(
+                ("secrets", f"the bundle must include {', '.join(missing)} (or omit secrets)")
+            )
+
+    @property
+    def secret_items(self) -> tuple[SecretItem, ...]:
+        """The secrets bundle: ``secrets``, or :data:`DEFAULT_SECRETS` when it is absent."""
+        return self.secrets if self.secrets is not None else DEFAULT_SECRETS
 
 
 # --------------------------------------------------------------------------------------------
@@ -688,6 +1049,9 @@ class PlatformSpec:
     firewall: Firewall | None = None
     vpc: Vpc | None = None
     object_storage: ObjectStorage = attrs.field(factory=ObjectStorage)
+    gitops: GitOps | None = None
+    observability: Observability = attrs.field(factory=Observability)
+    access: Access | None = None
 
     def __attrs_post_init__(self) -> None:
         problems: Problems = []
@@ -747,6 +1111,7 @@ class PlatformSpec:
                 )
             if env.database is not None:
                 self._check_database(problems, env_name, env.database, db_labels)
+            self._check_services(problems, env_name, env)
         for i, pool in enumerate(self.cluster.pools):
             if pool.gpu and not pool.taints:
                 problems.append(
@@ -755,6 +1120,34 @@ class PlatformSpec:
                         "a GPU pool needs a NoSchedule taint so only GPU workloads land there",
                     )
                 )
+
+    def _check_services(self, problems: Problems, env_name: str, env: Environment) -> None:
+        gpus_needed = 0
+        for i, service in enumerate(env.services):
+            where = f"environments.{env_name}.services[{i}]"
+            pool = self.cluster.pool(service.pool)
+            if service.pool not in env.pools or pool is None:
+                problems.append(
+                    (
+                        f"{where}.pool",
+                        f"must be one of the environment's pools ({', '.join(env.pools)}), "
+                        f"got {service.pool!r}",
+                    )
+                )
+            elif service.gpus and not pool.gpu:
+                problems.append(
+                    (f"{where}.gpus", f"pool {service.pool!r} ({pool.type}) has no GPUs")
+                )
+            gpus_needed += service.gpus * service.replicas.max
+        quota = env.quota.gpus or 0
+        if gpus_needed > quota:
+            problems.append(
+                (
+                    f"environments.{env_name}.quota.gpus",
+                    f"the services need up to {gpus_needed} GPUs at max replicas, "
+                    f"the quota allows {quota}",
+                )
+            )
 
     def _check_database(
         self, problems: Problems, env_name: str, db: Database, db_labels: dict[str, str]
@@ -814,6 +1207,13 @@ class PlatformSpec:
         if env.database is None:
             return None
         return env.database.label if env.database.label is not None else f"{self.name}-{env_name}"
+
+    def sync_mode(self, env_name: str) -> SyncMode:
+        """ArgoCD sync for an environment: its ``sync``, else manual for production, else auto."""
+        env = self.environments[env_name]
+        if env.sync is not None:
+            return env.sync
+        return "manual" if env_name == "production" else "auto"
 
     def bucket_region(self, bucket: Bucket) -> str:
         return bucket.region if bucket.region is not None else self.region

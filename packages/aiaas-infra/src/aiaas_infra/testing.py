@@ -1,4 +1,5 @@
-"""Test helpers: the Linode API emulator, a fast clock, and a client for a remote emulator.
+"""Test helpers: the Linode API emulator, a fast clock, a client for a remote emulator, a fake
+Kubernetes API server (:class:`FakeKubeApiServer`) and sealed-secrets key pairs.
 
 ::
 
@@ -15,25 +16,34 @@ faults and reads its request log through :class:`RemoteEmulator`.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from aiaas_infra._emulator import AccountLimits, Fault, LinodeEmulator, RegionConfig, RequestRecord
+from aiaas_infra._kubefake import SYSTEM_NAMESPACES, ApiCall, FakeKubeApiServer
 from aiaas_infra._retry import RetryPolicy
 
 if TYPE_CHECKING:
     from aiaas_infra._provider import LinodeProvider
 
 __all__ = [
+    "SYSTEM_NAMESPACES",
     "AccountLimits",
+    "ApiCall",
+    "FakeKubeApiServer",
     "FastClock",
     "Fault",
     "LinodeEmulator",
     "RegionConfig",
     "RemoteEmulator",
     "RequestRecord",
+    "SealingKeypair",
     "emulator_provider",
+    "sealing_keypair",
 ]
 
 
@@ -130,3 +140,54 @@ class RemoteEmulator:
 
     def delete_out_of_band(self, kind: str, label: str) -> None:
         self._http.delete(f"/resources/{kind}/{label}").raise_for_status()
+
+
+@attrs.frozen
+class SealingKeypair:
+    """A sealed-secrets controller key pair for tests: the PEM certificate ``kubeseal
+    --fetch-cert`` would print and the PEM private key that opens what it seals."""
+
+    cert_pem: bytes
+    key_pem: bytes = attrs.field(repr=False)
+
+
+def sealing_keypair(
+    *,
+    key_size: int = 2048,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> SealingKeypair:
+    """Make a self-signed RSA sealing certificate like the controller's (``CN=sealed-secret``,
+    valid for ten years from now unless told otherwise)."""
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    start = not_before if not_before is not None else dt.datetime.now(dt.UTC) - dt.timedelta(1)
+    end = not_after if not_after is not None else start + dt.timedelta(days=3650)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "sealed-secret"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sealed-secret"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .sign(key, hashes.SHA256())
+    )
+    return SealingKeypair(
+        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+        key_pem=key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )

@@ -18,6 +18,7 @@ _LAZY: dict[str, str] = {
     "ModelAdapter": "_adapter",
     "StreamingModelAdapter": "_adapter",
     # _asgi
+    "EmbeddingsOutcome": "_asgi",
     "OpenAIEmbeddings": "_asgi",
     "mount_openai": "_asgi",
     # _bert
@@ -66,6 +67,7 @@ __all__ = [
     "BertEncoder",
     "Cancelled",
     "DeadlineExceeded",
+    "EmbeddingsOutcome",
     "ExecutionOptions",
     "GatewayTimeoutError",
     "HistogramSnapshot",
@@ -100,7 +102,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from aiaas_serving._adapter import ModelAdapter, StreamingModelAdapter
-    from aiaas_serving._asgi import OpenAIEmbeddings, mount_openai
+    from aiaas_serving._asgi import EmbeddingsOutcome, OpenAIEmbeddings, mount_openai
     from aiaas_serving._bert import BertConfig, BertEncoder, load_bert_encoder
     from aiaas_serving._embedding import SentenceEmbeddingAdapter, minilm_model_dir
     from aiaas_serving._errors import (

@@ -20,8 +20,11 @@ import asyncio
 import base64
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
+
+import attrs
 
 from aiaas_core import (
     AiaasError,
@@ -35,7 +38,7 @@ from aiaas_serving._errors import ModelNotFound
 if TYPE_CHECKING:
     from aiaas_serving._runtime import RequestHandle, Runtime
 
-__all__ = ["OpenAIEmbeddings", "mount_openai"]
+__all__ = ["EmbeddingsOutcome", "OpenAIEmbeddings", "mount_openai"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -64,6 +67,48 @@ class _ParamError(BadRequestError):
 
 class _UnknownModelError(ModelNotFound):
     param = "model"
+
+
+def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class EmbeddingsOutcome:
+    """How one ``POST /v1/embeddings`` call ended, for usage accounting (``on_complete``).
+
+    ``model`` is the public id the client asked for (``None`` when the body named none or could
+    not be read); ``prompt_tokens`` the tokens the model saw (0 when nothing ran); ``status`` the
+    HTTP status answered (``None`` when the client disconnected first); ``error_code`` the stable
+    aiaas code of a failure (``None`` on success; ``CLIENT_DISCONNECTED`` for a client that left);
+    ``duration_s`` the time from the request's arrival to its answer.
+    """
+
+    request_id: str
+    model: str | None
+    inputs: int = attrs.field(validator=_non_negative)
+    prompt_tokens: int = attrs.field(validator=_non_negative)
+    status: int | None
+    error_code: str | None
+    duration_s: float = attrs.field(validator=_non_negative)
+
+    @property
+    def ok(self) -> bool:
+        """True when the embeddings were answered (status 200)."""
+        return self.status == 200
+
+
+class _Progress:
+    """What an embeddings call got to, filled in as it goes."""
+
+    __slots__ = ("inputs", "model", "status", "tokens")
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+        self.inputs = 0
+        self.tokens = 0
+        self.status: int | None = None
 
 
 def _error_type(status: int) -> str:
@@ -185,6 +230,11 @@ class OpenAIEmbeddings:
     ``models`` maps the public model ids clients send to runtime model names (a sequence means
     the same names; ``None`` exposes every runtime model under its own name). ``timeout`` bounds
     each request (seconds; ``None``: no deadline). ``prefix`` is where the API lives.
+
+    ``on_complete`` is called once per ``POST {prefix}/embeddings`` with the ASGI scope and an
+    :class:`EmbeddingsOutcome`, after the answer was sent (or the client left), on the event loop:
+    keep it quick and non-blocking (put the outcome on a queue). Its exceptions are logged and
+    never reach the client.
     """
 
     def __init__(
@@ -196,6 +246,7 @@ class OpenAIEmbeddings:
         timeout: float | None = None,
         max_body_bytes: int = _MAX_BODY,
         max_inputs: int = _MAX_INPUTS,
+        on_complete: Callable[[Scope, EmbeddingsOutcome], None] | None = None,
     ) -> None:
         if max_body_bytes < 1 or max_inputs < 1:
             raise ValueError("max_body_bytes and max_inputs must be >= 1")
@@ -210,6 +261,7 @@ class OpenAIEmbeddings:
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
         self.max_inputs = max_inputs
+        self.on_complete = on_complete
 
     def handles(self, path: str) -> bool:
         """True for the paths this app answers."""
@@ -235,15 +287,52 @@ class OpenAIEmbeddings:
         if scope["type"] != "http":
             return
         request_id = accept_request_id(_header(scope, b"x-request-id"))
+        started = time.perf_counter()
+        progress = _Progress()
+        error_code: str | None = None
         try:
-            await self._handle(scope, receive, send, request_id)
+            await self._handle(scope, receive, send, request_id, progress)
         except Exception as exc:
             if not isinstance(exc, AiaasError):
                 logger.error("embeddings request %s failed", request_id, exc_info=exc)
             status, headers, body = openai_error(exc)
+            error_code = exc.code if isinstance(exc, AiaasError) else AiaasError.code
+            progress.status = status
             await _send(send, status, headers, body, request_id)
+        finally:
+            if self.on_complete is not None and scope.get("path") == f"{self.prefix}/embeddings":
+                if progress.status is None and error_code is None:
+                    error_code = "CLIENT_DISCONNECTED"
+                self._report(scope, request_id, progress, error_code, started)
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    def _report(
+        self,
+        scope: Scope,
+        request_id: str,
+        progress: _Progress,
+        error_code: str | None,
+        started: float,
+    ) -> None:
+        assert self.on_complete is not None
+        try:
+            self.on_complete(
+                scope,
+                EmbeddingsOutcome(
+                    request_id=request_id,
+                    model=progress.model,
+                    inputs=progress.inputs,
+                    prompt_tokens=progress.tokens,
+                    status=progress.status,
+                    error_code=error_code,
+                    duration_s=max(0.0, time.perf_counter() - started),
+                ),
+            )
+        except Exception:
+            logger.exception("on_complete failed for embeddings request %s", request_id)
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, progress: _Progress
+    ) -> None:
         path: str = scope.get("path", "")
         method: str = scope.get("method", "GET")
         if path == f"{self.prefix}/embeddings":
@@ -251,7 +340,7 @@ class OpenAIEmbeddings:
                 raise _MethodNotAllowedError(
                     f"use POST for {path}, not {method}", headers={"Allow": "POST"}
                 )
-            await self._embeddings(scope, receive, send, request_id)
+            await self._embeddings(scope, receive, send, request_id, progress)
             return
         if path == f"{self.prefix}/models" or path.startswith(f"{self.prefix}/models/"):
             if method not in ("GET", "HEAD"):
@@ -274,7 +363,7 @@ class OpenAIEmbeddings:
         raise NotFoundError(f"no route for {method} {path}", code="ROUTE_NOT_FOUND")
 
     async def _embeddings(
-        self, scope: Scope, receive: Receive, send: Send, request_id: str
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, progress: _Progress
     ) -> None:
         raw = await _read_body(scope, receive, self.max_body_bytes)
         if raw is None:
@@ -290,7 +379,9 @@ class OpenAIEmbeddings:
         public = request.get("model")
         if not isinstance(public, str) or not public:
             raise _ParamError("'model' is required and must be a string", "model")
+        progress.model = public
         inputs = _parse_inputs(request.get("input"), self.max_inputs)
+        progress.inputs = len(inputs)
         encoding = request.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
             raise _ParamError("'encoding_format' must be 'float' or 'base64'", "encoding_format")
@@ -308,6 +399,7 @@ class OpenAIEmbeddings:
                     "dimensions",
                 )
         handles = self.runtime.enqueue_many(name, inputs, timeout=self.timeout)
+        progress.tokens = sum(h.cost for h in handles)
         results = await self._gather(handles, receive)
         if results is None:
             return  # the client disconnected; its requests were withdrawn
@@ -319,7 +411,7 @@ class OpenAIEmbeddings:
             }
             for i, vector in enumerate(results)
         ]
-        tokens = sum(h.cost for h in handles)
+        tokens = progress.tokens
         body = json.dumps(
             {
                 "object": "list",
@@ -329,6 +421,7 @@ class OpenAIEmbeddings:
             },
             separators=(",", ":"),
         ).encode()
+        progress.status = 200
         await _send(send, 200, [_JSON], body, request_id)
 
     async def _gather(

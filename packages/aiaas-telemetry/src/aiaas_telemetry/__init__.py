@@ -51,6 +51,9 @@ _LAZY: dict[str, str] = {
     "ErrorResponse": "_middleware",
     "TelemetryMiddleware": "_middleware",
     "error_handler": "_middleware",
+    # _otlp
+    "LeanOTLPSpanExporter": "_otlp",
+    "encode_otlp_spans": "_otlp",
     # _profile
     "ConfigOverride": "_profile",
     "HistogramSpec": "_profile",
@@ -85,6 +88,7 @@ __all__ = [
     "ErrorResponse",
     "HistogramSpec",
     "JsonFormatter",
+    "LeanOTLPSpanExporter",
     "LogSettings",
     "LoggingAuditSink",
     "MetricsSettings",
@@ -104,6 +108,7 @@ __all__ = [
     "auth_audit_hook",
     "configure_logging",
     "emit_json",
+    "encode_otlp_spans",
     "error_handler",
     "is_json_content_type",
     "is_secret_key",
@@ -144,6 +149,7 @@ if TYPE_CHECKING:
     )
     from aiaas_telemetry._metrics import TelemetryMetrics, metrics_app
     from aiaas_telemetry._middleware import ErrorResponse, TelemetryMiddleware, error_handler
+    from aiaas_telemetry._otlp import LeanOTLPSpanExporter, encode_otlp_spans
     from aiaas_telemetry._profile import (
         ConfigOverride,
         HistogramSpec,

@@ -20,7 +20,9 @@ For every HTTP request it:
    ``http_server_errors_total`` by code.
 
 Per-request work is kept small: every regular expression, label set, span name and metric child is
-built once and cached; tracing headers are only parsed when present; the span carries what a trace
+built once and cached; tracing headers are only parsed when present (a lone canonical
+``traceparent``, what W3C tracers send, is parsed directly when the propagators are the default
+``tracecontext``/``baggage``; the result is the propagator's); the span carries what a trace
 needs (route, method, path, scheme, status, request id, user agent, actor) and leaves the rest --
 the client address, the duration -- to the access-log line; and that line is written straight to
 the JSON log handler (:func:`aiaas_telemetry._logging.emit_json`) when nothing else would see it.
@@ -30,12 +32,22 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Collection
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
 
 from aiaas_core import (
     BadRequestError,
@@ -66,12 +78,37 @@ _STATUS_CLASSES: Final = ("5xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 _CACHE_LIMIT: Final = 4096
 _RENDERED: Final = "aiaas.error_rendered"
 _ACCESS: Final = logging.getLogger("aiaas.access")
+# A canonical version-00 ``traceparent`` (what every W3C tracer sends): parsed here directly when
+# the propagators are the default ones; anything else goes through the propagator.
+_TRACEPARENT: Final = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE: Final = b"0" * 32
+_ZERO_SPAN: Final = b"0" * 16
+# Propagator lists whose extraction from a lone ``traceparent`` is exactly _remote_parent's.
+_PLAIN_PROPAGATORS: Final = frozenset({("tracecontext",), ("tracecontext", "baggage")})
 _ERRORS: Final = logging.getLogger("aiaas.http")
 
 
 def _status_class(status: int) -> str:
     index = status // 100
     return _STATUS_CLASSES[index] if 0 < index < 6 else "5xx"
+
+
+def _remote_parent(traceparent: bytes) -> Context | None:
+    """The context ``TraceContextTextMapPropagator.extract`` makes from this lone header value,
+    when it is canonical (``None`` otherwise: ask the propagator)."""
+    match = _TRACEPARENT.fullmatch(traceparent)
+    if match is None:
+        return None
+    trace_id, span_id, flags = match.groups()
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return None
+    remote = SpanContext(
+        trace_id=int(trace_id, 16),
+        span_id=int(span_id, 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(flags, 16)),
+    )
+    return set_span_in_context(NonRecordingSpan(remote), Context())
 
 
 def _content_length(value: bytes) -> int | None:
@@ -100,6 +137,7 @@ class TelemetryMiddleware:
         "_error_children",
         "_errors",
         "_exclude",
+        "_fast_traceparent",
         "_max_body",
         "_metrics_app",
         "_metrics_path",
@@ -133,6 +171,10 @@ class TelemetryMiddleware:
         self._propagator = telemetry.propagator
         self._trace_fields = frozenset(
             f.lower().encode("latin-1") for f in telemetry.propagator.fields
+        )
+        self._fast_traceparent = (
+            tuple(telemetry.profile.tracing.propagators) in _PLAIN_PROPAGATORS
+            and b"traceparent" in self._trace_fields
         )
         metrics = telemetry.metrics
         self._duration = metrics.request_duration
@@ -245,6 +287,7 @@ class TelemetryMiddleware:
         method = raw_method if raw_method in _KNOWN_METHODS else "_OTHER"
 
         rid_raw: bytes | None = None
+        traceparent: bytes | None = None  # a lone traceparent, kept raw for _remote_parent
         carrier: dict[str, str] | None = None
         length_header: bytes | None = None
         chunked = False
@@ -257,6 +300,9 @@ class TelemetryMiddleware:
             elif name in trace_fields:
                 if carrier is None:
                     carrier = {}
+                    traceparent = value if name == b"traceparent" else None
+                else:
+                    traceparent = None
                 carrier[name.decode("latin-1")] = value.decode("latin-1")
             elif name == b"content-length":
                 if length_header is not None and value != length_header:
@@ -289,7 +335,11 @@ class TelemetryMiddleware:
             token: object = None
             trace_id: str | None = None
             if tracer is not None:
-                parent = self._propagator.extract(carrier) if carrier else None
+                parent: Context | None = None
+                if traceparent is not None and self._fast_traceparent:
+                    parent = _remote_parent(traceparent)
+                if parent is None and carrier:
+                    parent = self._propagator.extract(carrier)
                 attributes: dict[str, Any] = {
                     "http.request.method": raw_method,
                     "url.path": path,

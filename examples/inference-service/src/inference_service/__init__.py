@@ -1,0 +1,75 @@
+"""inference-service: OpenAI-compatible embeddings built from the aiaas libraries.
+
+``POST /v1/embeddings`` and ``GET /v1/models`` (aiaas-serving's endpoint on its batching runtime,
+serving all-MiniLM-L6-v2 as ``all-MiniLM-L6-v2``), guarded by API keys from aiaas-db's ``api_keys``
+table; one usage event per call written to ``usage_events`` off the critical path; ``/health``,
+``/ready`` and ``/metrics``; SIGTERM drains accepted requests and flushes usage before exit.
+
+``import inference_service`` is cheap (torch loads only when the service is built); the command
+line's ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from inference_service._cli import __version__, main
+
+_LAZY: dict[str, str] = {
+    "CachedKeyStore": "_keys",
+    "Database": "_database",
+    "DatabaseError": "_database",
+    "KeyDirectory": "_keys",
+    "KeyOwner": "_keys",
+    "ModelPrice": "_app",
+    "Service": "_app",
+    "Settings": "_settings",
+    "UsageEvent": "_usage",
+    "UsageRecorder": "_usage",
+    "UsageStats": "_usage",
+    "create_app": "_app",
+    "load": "_settings",
+    "open_database": "_database",
+    "prepare_platform": "_database",
+}
+
+__all__ = [
+    "CachedKeyStore",
+    "Database",
+    "DatabaseError",
+    "KeyDirectory",
+    "KeyOwner",
+    "ModelPrice",
+    "Service",
+    "Settings",
+    "UsageEvent",
+    "UsageRecorder",
+    "UsageStats",
+    "__version__",
+    "create_app",
+    "load",
+    "main",
+    "open_database",
+    "prepare_platform",
+]
+
+if TYPE_CHECKING:
+    from inference_service._app import ModelPrice, Service, create_app
+    from inference_service._database import Database, DatabaseError, open_database, prepare_platform
+    from inference_service._keys import CachedKeyStore, KeyDirectory, KeyOwner
+    from inference_service._settings import Settings, load
+    from inference_service._usage import UsageEvent, UsageRecorder, UsageStats
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'inference_service' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"inference_service.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

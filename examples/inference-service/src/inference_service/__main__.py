@@ -1,0 +1,7 @@
+"""``python -m inference_service``."""
+
+import sys
+
+from inference_service import main
+
+sys.exit(main())
