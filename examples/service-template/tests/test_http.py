@@ -128,11 +128,16 @@ def test_requests_are_traced_and_logged_as_json(
 ) -> None:
     res = get(base_url, "/v1/greeting?name=grace", headers={"X-Request-ID": "trace-test-0001"})
     assert res.status_code == 200
-    access = [
-        r
-        for r in log_stream.records()
-        if r["logger"] == "aiaas.access" and r.get("request_id") == "trace-test-0001"
-    ]
+    access: list[dict[str, Any]] = []
+    for _ in range(200):  # the access line is written once the response has been sent
+        access = [
+            r
+            for r in log_stream.records()
+            if r["logger"] == "aiaas.access" and r.get("request_id") == "trace-test-0001"
+        ]
+        if access:
+            break
+        time.sleep(0.01)
     assert len(access) == 1
     assert access[0]["service"] == service.SERVICE_NAME
     trace_id = access[0]["trace_id"]

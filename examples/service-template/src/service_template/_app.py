@@ -14,7 +14,6 @@ Prefer Starlette or FastAPI for a larger API: wrap it with ``telemetry.middlewar
 from __future__ import annotations
 
 import asyncio
-import json
 import unicodedata
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
@@ -27,6 +26,8 @@ from aiaas_core import (
     HealthRegistry,
     NotFoundError,
     ValidationError,
+    run_lifespan,
+    send_json,
 )
 from aiaas_telemetry import Telemetry
 
@@ -95,17 +96,6 @@ def _query(scope: Scope) -> dict[str, list[str]]:
         ) from None
 
 
-async def _send_json(send: Send, status: int, payload: Any, *, head: bool) -> None:
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
-
-
 class ServiceApp:
     """The routes: ``GET /v1/greeting``, ``/health`` (liveness) and ``/ready`` (readiness)."""
 
@@ -135,7 +125,9 @@ class ServiceApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            # CHANGE: open and close your connection pools and clients here:
+            # run_lifespan(receive, send, startup=..., shutdown=...) with async functions.
+            await run_lifespan(receive, send)
             return
         if scope["type"] != "http":
             raise NotFoundError("this service speaks HTTP only")
@@ -148,18 +140,7 @@ class ServiceApp:
                 headers={"Allow": "GET, HEAD"},
             )
         status, payload = await handler(scope)
-        await _send_json(send, status, payload, head=scope["method"] == "HEAD")
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    # CHANGE: open and close your connection pools and clients here (startup / shutdown).
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+        await send_json(send, status, payload, head=scope["method"] == "HEAD")
 
 
 def build_health(telemetry: Telemetry) -> HealthRegistry:

@@ -10,13 +10,11 @@ import argparse
 import logging
 import signal
 import sys
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 
 import uvicorn
 
-from aiaas_core import ConfigError, settings_summary
+from aiaas_core import ConfigError, settings_summary, signals_end_normally
 from aiaas_telemetry import load_profile, setup
 
 from ._app import SPAN_QUEUE_SIZE, create_app
@@ -41,30 +39,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="TCP port to listen on (default 8080)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
-
-
-@contextmanager
-def _stop_signals_recorded() -> Iterator[list[int]]:
-    """Record SIGTERM/SIGINT instead of dying of them, so ``main`` can flush telemetry.
-
-    uvicorn installs its own handlers while it runs (stop accepting, finish in-flight requests)
-    and, once stopped, re-raises the signal against the handler that was there before it. With
-    the default handlers that would kill the process before telemetry is flushed; these record
-    the signal instead, and the previous handlers are restored on the way out.
-    """
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():  # signals are main-thread only
-        yield received
-        return
-    stop_signals = (signal.SIGTERM, signal.SIGINT)
-    previous = {sig: signal.getsignal(sig) for sig in stop_signals}
-    for sig in stop_signals:
-        signal.signal(sig, lambda signum, _frame: received.append(signum))
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -99,7 +73,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             timeout_graceful_shutdown=max(1, round(settings.graceful_timeout.total_seconds())),
         )
         server = uvicorn.Server(config)
-        with _stop_signals_recorded() as received:
+        # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown: record it instead of dying,
+        # so telemetry is flushed below.
+        with signals_end_normally() as received:
             try:
                 server.run()  # returns after SIGTERM/SIGINT, once in-flight requests are done
             except SystemExit as exc:  # uvicorn exits when it cannot bind the port or start

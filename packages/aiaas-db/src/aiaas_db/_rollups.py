@@ -993,6 +993,34 @@ class RollupEngine:
             done = 0
             pause, max_rate = throttle
             t0 = self._monotonic()
+
+            def finish(
+                status: str,
+                watermark_after: datetime | None,
+                error_code: str | None,
+                error_message: str | None,
+                now: datetime,
+            ) -> None:
+                store.run(
+                    self._sql(
+                        FINISH_RUN,
+                        run_id=run_id,
+                        status=status,
+                        window_start=span[0],
+                        window_end=span[1],
+                        watermark_after=watermark_after,
+                        windows=done,
+                        buckets=buckets,
+                        events=totals[0],
+                        inserted=totals[1],
+                        updated=totals[2],
+                        deleted=totals[3],
+                        error_code=error_code,
+                        error_message=error_message,
+                        now=now,
+                    )
+                )
+
             try:
                 for a, b in windows:
                     now = self._now()
@@ -1033,25 +1061,7 @@ class RollupEngine:
                 message = _safe_message(exc)
                 code = exc.code if isinstance(exc, RollupError) else "ROLLUP_FAILED"
                 with contextlib.suppress(Exception):
-                    store.run(
-                        self._sql(
-                            FINISH_RUN,
-                            run_id=run_id,
-                            status="failed",
-                            window_start=span[0],
-                            window_end=span[1],
-                            watermark_after=None,
-                            windows=done,
-                            buckets=buckets,
-                            events=totals[0],
-                            inserted=totals[1],
-                            updated=totals[2],
-                            deleted=totals[3],
-                            error_code=code,
-                            error_message=message,
-                            now=self._now(),
-                        )
-                    )
+                    finish("failed", None, code, message, self._now())
                 if isinstance(exc, RollupError) or not isinstance(exc, Exception):
                     raise
                 raise RollupFailedError(
@@ -1061,25 +1071,7 @@ class RollupEngine:
                 ) from exc
             finished = self._now()
             after = watermark[1] if mode == "incremental" else None
-            store.run(
-                self._sql(
-                    FINISH_RUN,
-                    run_id=run_id,
-                    status="succeeded",
-                    window_start=span[0],
-                    window_end=span[1],
-                    watermark_after=after,
-                    windows=done,
-                    buckets=buckets,
-                    events=totals[0],
-                    inserted=totals[1],
-                    updated=totals[2],
-                    deleted=totals[3],
-                    error_code=None,
-                    error_message=None,
-                    now=finished,
-                )
-            )
+            finish("succeeded", after, None, None, finished)
             return RollupReport(
                 run_id=run_id,
                 target=self.target.name,
