@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,11 +140,14 @@ def test_cli_writes_from_a_throwaway_database(
     assert main(["docs", "--check", "--out", str(out_dir)]) == EXIT_OK
 
 
-def test_default_folder_is_found_from_the_checkout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_default_folder_is_found_from_the_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_docs_dir(DOCS_DIR.parent / "src") == DOCS_DIR
     assert default_docs_dir(DOCS_DIR.parents[2]) == DOCS_DIR
-    assert default_docs_dir(tmp_path) is None
-    monkeypatch.chdir(tmp_path)
-    assert main(["docs", "--check"]) == EXIT_USAGE
+    # A folder beside the checkout, not inside it (nox may put TMPDIR inside the checkout).
+    outside = Path(tempfile.mkdtemp(dir=DOCS_DIR.parents[3]))
+    try:
+        assert default_docs_dir(outside) is None
+        monkeypatch.chdir(outside)
+        assert main(["docs", "--check"]) == EXIT_USAGE
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)

@@ -33,9 +33,10 @@ def test_render_writes_the_tree(
         capsys, "render", "--spec", spec_path, "--out", str(out_dir), "--crds", str(crds)
     )
     assert code == ExitCode.OK, err
-    assert "wrote 36 files (103 objects:" in out
-    assert "SealedSecrets were not rendered" in err
     expected = render_platform(spec)
+    assert f"wrote {len(expected.files)} files ({len(expected.objects)} objects:" in out
+    assert len(expected.objects) >= 100  # the example platform: four environments and services
+    assert "SealedSecrets were not rendered" in err
     for rel, text in expected.files.items():
         assert (out_dir / rel).read_text() == text
 
