@@ -72,15 +72,21 @@ def wait_ready(base: str, proc: subprocess.Popen[str], timeout: float = 120) -> 
     raise AssertionError(f"not ready in {timeout}s: {proc.communicate()[1][-3000:]}")
 
 
-def active_requests(base: str, route: str) -> float:
+def requests_seen(base: str, route: str) -> tuple[float, float]:
+    """(in flight, finished) for ``route``, from the service's own ``/metrics``."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"{base}/metrics", timeout=10).text
+    active = finished = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "http_server_active_requests" and sample.labels.get("route") == route:
-                return float(sample.value)
-    return 0.0
+            if sample.labels.get("route") != route:
+                continue
+            if sample.name == "http_server_active_requests":
+                active += sample.value
+            elif sample.name == "http_server_request_duration_seconds_count":
+                finished += sample.value
+    return active, finished
 
 
 def log_lines(stderr: str) -> list[dict[str, Any]]:
@@ -106,7 +112,9 @@ def test_sigterm_drains_requests_in_flight_and_flushes_their_usage(platform: Pla
     answers: dict[str, int] = {}
     try:
         wait_ready(base, proc)
-        text = "a sentence long enough to keep the model busy for a while " * 8
+        # Eight long inputs per call and four inputs per batch: 32 batches of work, so most
+        # calls are still queued when the signal lands (the drain is what answers them).
+        texts = ["a sentence long enough to keep the model busy for a while " * 8] * 8
         ids = [f"drain-{i:04d}-{os.getpid()}" for i in range(16)]
 
         failures: dict[str, str] = {}
@@ -115,7 +123,7 @@ def test_sigterm_drains_requests_in_flight_and_flushes_their_usage(platform: Pla
             try:
                 response = httpx.post(
                     f"{base}/v1/embeddings",
-                    json={"model": "all-MiniLM-L6-v2", "input": text},
+                    json={"model": "all-MiniLM-L6-v2", "input": texts},
                     headers={"Authorization": f"Bearer {platform.token}", "X-Request-ID": rid},
                     timeout=120,
                 )
@@ -127,13 +135,17 @@ def test_sigterm_drains_requests_in_flight_and_flushes_their_usage(platform: Pla
         threads = [threading.Thread(target=call, args=(rid,)) for rid in ids]
         for t in threads:
             t.start()
-        in_flight = 0.0
+        # Every call must be accepted (in flight or already answered) before the signal, so
+        # that none of them can be refused by a listener that is already closing.
+        in_flight = finished = 0.0
         deadline = time.monotonic() + 60
-        while in_flight < len(ids) and time.monotonic() < deadline:
-            in_flight = active_requests(base, "/v1/embeddings")
-            time.sleep(0.05)
-        assert in_flight == len(ids), "the calls did not all reach the service"
-        proc.send_signal(signal.SIGTERM)  # all 16 accepted, most still queued
+        while in_flight + finished < len(ids) and time.monotonic() < deadline:
+            in_flight, finished = requests_seen(base, "/v1/embeddings")
+            time.sleep(0.02)
+        assert in_flight + finished == len(ids), (
+            f"the calls did not all reach the service: {in_flight} in flight, {finished} done"
+        )
+        proc.send_signal(signal.SIGTERM)  # all 16 accepted
         for t in threads:
             t.join(timeout=120)
         _, stderr = proc.communicate(timeout=120)

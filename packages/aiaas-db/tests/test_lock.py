@@ -97,6 +97,28 @@ def test_waits_until_released(db_url: str) -> None:
         lock.release()
 
 
+def test_waiting_leaves_the_global_random_state_alone(db_url: str) -> None:
+    # Jitter comes from the lock's own generator: an application's seeded ``random`` (and
+    # Hypothesis, which checks it between draws) must not see a library waiting for a lock.
+    import random
+
+    with (
+        psycopg.connect(db_url, autocommit=True) as a,
+        psycopg.connect(db_url, autocommit=True) as b,
+    ):
+        b.execute("SELECT pg_advisory_lock(8)")
+        timer = threading.Timer(0.3, lambda: b.execute("SELECT pg_advisory_unlock(8)"))
+        timer.start()
+        random.seed(1234)
+        before = random.getstate()
+        lock = AdvisoryLock(a, [8], timeout=10)
+        lock.acquire()
+        timer.join()
+        assert lock.waited_s > 0
+        assert random.getstate() == before
+        lock.release()
+
+
 def test_lock_dies_with_its_session(db_url: str) -> None:
     a = psycopg.connect(db_url, autocommit=True)
     AdvisoryLock(a, [99], timeout=0).acquire()

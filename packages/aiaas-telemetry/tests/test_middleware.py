@@ -424,6 +424,27 @@ async def test_access_log_sampling_keeps_errors(
     assert [line["http.status_code"] for line in lines] == [500]
 
 
+async def test_access_log_sampling_leaves_the_global_random_state_alone(
+    make_telemetry: Any, demo: Any, asgi: Any, log_stream: Any
+) -> None:
+    # A service's seeded ``random`` (and Hypothesis, which checks it between draws) must not be
+    # moved by the middleware deciding whether to log a request.
+    import random
+
+    from aiaas_telemetry import load_profile
+
+    profile = load_profile({"service_name": "sampled", "log": {"sampling_rate": 0.5}}, environ={})
+    tel = make_telemetry(profile, tracing=False)
+    app = tel.middleware(demo, routes=["/health"])
+    random.seed(99)
+    before = random.getstate()
+    for _ in range(200):
+        await asgi.call(app, asgi.scope("GET", "/health"))
+    assert random.getstate() == before
+    logged = len(log_stream.by_logger("aiaas.access"))
+    assert 0 < logged < 200  # sampled: some kept, some not (each 2**-200 likely otherwise)
+
+
 async def test_access_log_can_be_turned_off(
     tel: Any, demo: Any, asgi: Any, log_stream: Any
 ) -> None:

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 __all__ = ["AdvisoryLock", "golang_migrate_lock_key", "lock_keys", "migrator_lock_key"]
 
+# Our own generator: waiting for a lock must not move the application's global ``random`` state
+# (seeded simulations and Hypothesis both notice when a library does).
+_JITTER: Final = random.Random()  # noqa: S311 -- jitter, not secrecy
+
 GOLANG_MIGRATE_SALT: Final = 1486364155
 
 
@@ -142,7 +146,7 @@ class AdvisoryLock:
             if self._on_wait is not None:
                 self._on_wait(waited)
             pause = min(delay, max(0.0, self.timeout - waited))
-            self._sleep(pause * (0.75 + random.random() / 2))  # noqa: S311 - jitter, not secrecy
+            self._sleep(pause * (0.75 + _JITTER.random() / 2))
             delay = min(delay * 2, 1.0)
 
     def release(self) -> None:

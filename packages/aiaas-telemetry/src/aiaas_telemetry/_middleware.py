@@ -76,6 +76,8 @@ _KNOWN_METHODS: Final = frozenset(
 )
 _STATUS_CLASSES: Final = ("5xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 _CACHE_LIMIT: Final = 4096
+# Access-log sampling draws from its own generator, never the application's global ``random``.
+_SAMPLER: Final = random.Random()  # noqa: S311 -- sampling, not secrecy
 _RENDERED: Final = "aiaas.error_rendered"
 _ACCESS: Final = logging.getLogger("aiaas.access")
 # A canonical version-00 ``traceparent`` (what every W3C tracer sends): parsed here directly when
@@ -478,7 +480,7 @@ class TelemetryMiddleware:
                     span.end()
                     otel_context.detach(token)  # type: ignore[arg-type]
                 if self.access_log and (
-                    status >= 400 or self._sample >= 1.0 or random.random() < self._sample  # noqa: S311
+                    status >= 400 or self._sample >= 1.0 or _SAMPLER.random() < self._sample
                 ):
                     self._log_access(
                         scope,
