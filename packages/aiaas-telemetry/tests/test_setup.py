@@ -138,3 +138,43 @@ def test_install_global_and_bounded_exit(silent_listener: int) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"ok": True}
     assert elapsed < 15  # the SDK's own exit hook would wait on the 5 s export, and more
+
+
+def test_span_ids_leave_the_global_random_state_alone(
+    make_telemetry: Any, memory_exporter: Any
+) -> None:
+    # The SDK's default id generator draws from the global ``random``; ours has its own, so a
+    # service's seeded ``random`` (and Hypothesis, which checks it between draws) is not moved.
+    import random
+
+    tel = make_telemetry(span_exporter=memory_exporter)
+    random.seed(7)
+    before = random.getstate()
+    contexts = []
+    for _ in range(50):
+        with tel.tracer.start_as_current_span("work") as span:
+            contexts.append(span.get_span_context())
+    assert random.getstate() == before
+    assert len({c.trace_id for c in contexts}) == 50
+    assert len({c.span_id for c in contexts}) == 50
+    assert all(0 < c.trace_id < 2**128 and 0 < c.span_id < 2**64 for c in contexts)
+
+
+def test_forked_children_do_not_repeat_the_parents_ids() -> None:
+    # Reseeded after fork: without it a child would hand out the very ids its parent hands out
+    # next (both continuing one generator state).
+    import os
+
+    from aiaas_telemetry._tracing import _ID_GENERATOR
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover -- the child reports through the pipe
+        os.close(read)
+        os.write(write, _ID_GENERATOR.generate_span_id().to_bytes(8, "big"))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = int.from_bytes(pipe.read(), "big")
+    os.waitpid(pid, 0)
+    assert child != _ID_GENERATOR.generate_span_id()

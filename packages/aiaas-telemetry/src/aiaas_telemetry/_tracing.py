@@ -22,6 +22,9 @@
   ``reason="shutdown"``. The caller gets control back in time whatever the collector does.
 - Sampling is parent-based with the profile's root sampler; propagation is W3C trace context and
   baggage by default (``b3``/``jaeger`` when their propagator packages are installed).
+- Trace and span ids come from a generator of our own (:class:`_OwnRandomIdGenerator`), reseeded
+  in forked children, where the SDK's default draws from the process's global ``random``: a
+  service's seeded ``random`` (a simulation, a Hypothesis run) is never moved by its spans.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import importlib
 import logging
 import math
 import os
+import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -41,6 +45,7 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -48,7 +53,7 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import INVALID_SPAN_ID, INVALID_TRACE_ID, Tracer
 
 from aiaas_core import ConfigError, ConfigProblem
 from aiaas_telemetry import __version__
@@ -78,6 +83,38 @@ _BATCH_LIMITS: Final[Mapping[str, tuple[int, int, str]]] = {
     "max_queue_size": (1, 1_048_576, "spans"),
     "export_timeout_ms": (1, 600_000, "milliseconds"),
 }
+
+
+class _OwnRandomIdGenerator(IdGenerator):
+    """Random 128-bit trace ids and 64-bit span ids, as the SDK's ``RandomIdGenerator`` makes them,
+    from a ``random.Random`` of our own (seeded from ``os.urandom``; reseeded in forked children
+    so no two processes share a sequence) instead of the process's global ``random``.
+    """
+
+    __slots__ = ("_bits", "_rng")
+
+    def __init__(self) -> None:
+        self._rng = random.Random()  # noqa: S311 -- ids must be unique, not secret (as the SDK's)
+        self._bits = self._rng.getrandbits
+
+    def reseed(self) -> None:
+        self._rng.seed()
+
+    def generate_span_id(self) -> int:
+        span_id = self._bits(64)
+        while span_id == INVALID_SPAN_ID:  # pragma: no cover -- one chance in 2**64
+            span_id = self._bits(64)
+        return span_id
+
+    def generate_trace_id(self) -> int:
+        trace_id = self._bits(128)
+        while trace_id == INVALID_TRACE_ID:  # pragma: no cover -- one chance in 2**128
+            trace_id = self._bits(128)
+        return trace_id
+
+
+_ID_GENERATOR: Final = _OwnRandomIdGenerator()
+os.register_at_fork(after_in_child=_ID_GENERATOR.reseed)
 
 
 def _batch_problem(name: str, value: object) -> str | None:
@@ -490,6 +527,7 @@ def build_tracing(
     provider = TracerProvider(
         sampler=_sampler(profile),
         resource=_cached_hash(Resource.create(attributes)),
+        id_generator=_ID_GENERATOR,
         shutdown_on_exit=False,  # our shutdown is bounded; the SDK's atexit hook is not
     )
     timeout_ms: float = profile.otel_exporter.timeout_ms
