@@ -643,6 +643,83 @@ async def test_touch_is_throttled(store: InMemoryApiKeyStore, clock: Clock) -> N
     assert touches == [T0, T0 + timedelta(seconds=60)]
 
 
+class StaleStore(InMemoryApiKeyStore):
+    """Answers ``get`` with the record as first stored, as a caching store does between
+    refreshes; counts the writes the verifier makes."""
+
+    def __init__(self, record: ApiKeyRecord, *, touch_delay: float = 0.0) -> None:
+        super().__init__([record])
+        self.first = record
+        self.touches: list[datetime] = []
+        self.replacements = 0
+        self.fail_replace = False
+        self.touch_delay = touch_delay
+
+    async def get(self, key_id: str) -> ApiKeyRecord | None:
+        return self.first if key_id == self.first.key_id else None
+
+    async def touch(self, key_id: str, when: datetime) -> None:
+        self.touches.append(when)
+        await asyncio.sleep(self.touch_delay)
+        await super().touch(key_id, when)
+
+    async def replace_digest(self, key_id: str, old: str, new: str) -> bool:
+        self.replacements += 1
+        if self.fail_replace:
+            raise ConnectionError("read-only replica")
+        return await super().replace_digest(key_id, old, new)
+
+
+async def test_touch_is_throttled_when_the_store_answers_from_a_cache(clock: Clock) -> None:
+    store = StaleStore(make_record())  # last_used_at stays None in what get() returns
+    verifier = ApiKeyVerifier(store, HASHER, clock=clock, touch_interval=timedelta(seconds=60))
+    for _ in range(6):
+        await verifier.verify(FIXED.token)
+        await verifier.drain()
+        clock.advance(timedelta(seconds=10))
+    assert store.touches == [T0]  # once per interval, not once per request
+    await verifier.verify(FIXED.token)  # 60 s after the first use
+    await verifier.drain()
+    assert store.touches == [T0, T0 + timedelta(seconds=60)]
+
+
+async def test_concurrent_requests_touch_once(clock: Clock) -> None:
+    # Every request reads the record before the first (slow) touch lands.
+    store = StaleStore(make_record(), touch_delay=0.05)
+    verifier = ApiKeyVerifier(store, HASHER, clock=clock, touch_interval=timedelta(seconds=60))
+    actors = await asyncio.gather(*(verifier.verify(FIXED.token) for _ in range(20)))
+    await verifier.drain()
+    assert {a.subject for a in actors} == {"svc-billing"}
+    assert store.touches == [T0]
+
+
+async def test_a_digest_upgrade_is_tried_once_and_again_after_a_failure(clock: Clock) -> None:
+    rotated = KeyedHasher([KEY_V1, KEY_V2], "v2")
+    store = StaleStore(make_record())  # keeps answering with the v1 digest
+    verifier = ApiKeyVerifier(store, rotated, clock=clock, touch_interval=None)
+    for _ in range(5):
+        await verifier.verify(FIXED.token)
+        await verifier.drain()
+    assert store.replacements == 1
+    failing = StaleStore(make_record())
+    failing.fail_replace = True
+    retrying = ApiKeyVerifier(failing, rotated, clock=clock, touch_interval=None)
+    for _ in range(3):
+        await retrying.verify(FIXED.token)
+        await retrying.drain()
+    assert failing.replacements == 3  # a failed upgrade is not remembered as done
+
+
+def test_bookkeeping_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiaas_core import _apikeys
+
+    monkeypatch.setattr(_apikeys, "_REMEMBERED_KEYS", 3)
+    seen: dict[str, int] = {}
+    for i, key_id in enumerate(["a", "b", "c", "a", "d", "e"]):
+        _apikeys._remember(seen, key_id, i)
+    assert seen == {"a": 3, "d": 4, "e": 5}  # the least recently noted go first
+
+
 async def test_touch_can_be_inline_or_off(clock: Clock) -> None:
     inline_store = InMemoryApiKeyStore([make_record()])
     inline = ApiKeyVerifier(

@@ -421,6 +421,17 @@ class InMemoryApiKeyStore:
         return True
 
 
+_REMEMBERED_KEYS: Final = 10_000
+
+
+def _remember(seen: dict[str, Any], key_id: str, value: Any) -> None:
+    """Note ``value`` for ``key_id``, dropping the oldest entry beyond the limit."""
+    seen.pop(key_id, None)
+    if len(seen) >= _REMEMBERED_KEYS:
+        del seen[next(iter(seen))]
+    seen[key_id] = value
+
+
 class ApiKeyVerifier:
     """Turns a presented API key into an :class:`~aiaas_core.Actor`, or refuses it.
 
@@ -433,6 +444,11 @@ class ApiKeyVerifier:
     written under an old hashing key and the store supports it, replaces the digest with one
     under the current key. With ``background=True`` (the default) this runs in a task off the
     request path -- failures are logged, never raised -- and :meth:`drain` waits for it.
+
+    The verifier remembers what it has already done for each key (the latest touch it started,
+    the old digest it already tried to replace; the most recent 10 000 keys), so a store that
+    answers from a cache, or many concurrent requests that all read the record before the first
+    touch lands, still cost one write per key per interval rather than one per request.
     """
 
     def __init__(
@@ -455,6 +471,9 @@ class ApiKeyVerifier:
         self._background = background
         self._upgrade = upgrade_digests and isinstance(store, SupportsDigestUpgrade)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Bookkeeping already started, per key id (insertion order: the oldest are dropped).
+        self._touched: dict[str, datetime] = {}
+        self._replaced: dict[str, str] = {}
         # Compared against when the key id is unknown, so that case costs one HMAC as well.
         self._decoy = hasher.digest(_random_b62(_SECRET_CHARS))
 
@@ -560,16 +579,26 @@ class ApiKeyVerifier:
         return record
 
     async def _after_success(self, record: ApiKeyRecord, key: ApiKey, now: datetime) -> None:
-        touch = self._touch_interval is not None and (
-            record.last_used_at is None or now - record.last_used_at >= self._touch_interval
-        )
-        new_digest = (
-            self._hasher.digest(key.secret)
-            if self._upgrade and self._hasher.needs_rehash(record.digest)
-            else None
-        )
+        key_id = record.key_id
+        touch = False
+        if self._touch_interval is not None:
+            last = record.last_used_at
+            started = self._touched.get(key_id)
+            if started is not None and (last is None or started > last):
+                last = started
+            touch = last is None or now - last >= self._touch_interval
+        new_digest = None
+        if (
+            self._upgrade
+            and self._replaced.get(key_id) != record.digest
+            and self._hasher.needs_rehash(record.digest)
+        ):
+            new_digest = self._hasher.digest(key.secret)
+            _remember(self._replaced, key_id, record.digest)
         if not touch and new_digest is None:
             return
+        if touch:
+            _remember(self._touched, key_id, now)
         work = self._record_use(record, now if touch else None, new_digest)
         if not self._background:
             await work
@@ -591,6 +620,7 @@ class ApiKeyVerifier:
             try:
                 await store.replace_digest(record.key_id, record.digest, new_digest)
             except Exception:
+                self._replaced.pop(record.key_id, None)  # try again on the key's next use
                 logger.warning(
                     "could not upgrade the digest of API key %s", record.key_id, exc_info=True
                 )
