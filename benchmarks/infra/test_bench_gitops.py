@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from aiaas_infra import (
     PlatformSpec,
     example_spec_path,
     load_spec,
+    packaged_crds_dir,
     render_platform,
     spec_from_dict,
     spec_to_dict,
@@ -31,8 +30,7 @@ from aiaas_infra._secrets import SealedStore, seal_secret
 from aiaas_infra.testing import sealing_keypair
 
 SIZES = (4, 64)
-ROOT = Path(__file__).resolve().parents[2]
-CRDS = Path(os.environ.get("AIAAS_SHARED_DIR", ROOT.parent / "shared")) / "fixtures" / "crds"
+CRDS = packaged_crds_dir()
 
 
 def platform(environments: int) -> PlatformSpec:

@@ -1,36 +1,36 @@
 """inference-service: what recording usage costs a request, and how fast the writer drains.
 
 * ``record``: the request-path cost of one usage event (an append to the bounded buffer).
-* Writer throughput: 10 000 usage events written by ``UsageRecorder`` (batches of 500, one
+* Writer throughput: 10 000 usage events written by aiaas-db's ``UsageWriter`` (batches of 500, one
   ``INSERT ... SELECT FROM unnest(...)`` each) against the naive peer, one autocommit ``INSERT``
   per event, into the platform schema's partitioned ``usage_events`` on a throwaway PostgreSQL,
   measured side by side in the same run. ``extra_info`` carries events/s and the ratio.
-
-The example is not installed by the benchmarks session: it is imported from its source tree.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import attrs
 import psycopg
 import pytest
 
-from aiaas_db import PLATFORM_COMPONENTS, LocalPostgres, Migrator, PiiProtector, platform_source
-
-EXAMPLE_SRC = Path(__file__).resolve().parents[2] / "examples" / "inference-service" / "src"
-sys.path.insert(0, str(EXAMPLE_SRC))
-
-from inference_service._usage import COLUMNS, UsageEvent, UsageRecorder  # noqa: E402
+from aiaas_db import (
+    PLATFORM_COMPONENTS,
+    USAGE_EVENT_COLUMNS,
+    LocalPostgres,
+    Migrator,
+    PiiProtector,
+    UsageEvent,
+    UsageWriter,
+    platform_source,
+)
 
 EVENTS = 10_000
 
@@ -65,7 +65,7 @@ def test_record_is_an_append(benchmark: Any) -> None:
     async def never() -> Any:
         raise OSError("not used")
 
-    recorder = UsageRecorder(never, buffer_limit=10_000_000, batch_size=10_000_000)
+    recorder = UsageWriter(never, buffer_limit=10_000_000, batch_size=10_000_000)
     event = make_event(uuid.uuid4())
     benchmark(recorder.record, event)
 
@@ -78,7 +78,7 @@ def test_writer_throughput_vs_one_insert_per_event(benchmark: Any, platform_url:
         return await psycopg.AsyncConnection.connect(platform_url, autocommit=True)
 
     async def batched() -> float:
-        recorder = UsageRecorder(connect, buffer_limit=EVENTS, batch_size=500, flush_interval=0.01)
+        recorder = UsageWriter(connect, buffer_limit=EVENTS, batch_size=500, flush_interval=0.01)
         recorder.start()
         t0 = time.perf_counter()
         for e in events:
@@ -93,8 +93,8 @@ def test_writer_throughput_vs_one_insert_per_event(benchmark: Any, platform_url:
         async with conn:
             for e in events:
                 await conn.execute(
-                    f"INSERT INTO usage_events ({', '.join(COLUMNS)})"  # noqa: S608
-                    f" VALUES ({', '.join(['%s'] * len(COLUMNS))})",
+                    f"INSERT INTO usage_events ({', '.join(USAGE_EVENT_COLUMNS)})"  # noqa: S608
+                    f" VALUES ({', '.join(['%s'] * len(USAGE_EVENT_COLUMNS))})",
                     attrs.evolve(e, usage_event_id=uuid.uuid4()).row(),
                 )
         return time.perf_counter() - t0

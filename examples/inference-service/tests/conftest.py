@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -21,11 +19,9 @@ from hypothesis import HealthCheck, settings
 from inference_service import Service, create_app, load
 from inference_service._database import Database, prepare_platform
 
-from aiaas_core import KeyedHasher
+from aiaas_core import KeyedHasher, error_response_schema
 from aiaas_db import LocalPostgres, local_dev_api_key, seed_api_key_hasher, seed_uuid
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SHARED_DIR = Path(os.environ.get("AIAAS_SHARED_DIR", REPO_ROOT.parent / "shared"))
 SEED_SECRET = "inference-service-tests-seed-secret"
 
 settings.register_profile(
@@ -38,10 +34,7 @@ settings.load_profile("default")
 def error_validator() -> Callable[[Any], None]:
     import jsonschema
 
-    path = SHARED_DIR / "contracts" / "error-response.schema.json"
-    if not path.is_file():
-        pytest.fail(f"shared contracts not found at {SHARED_DIR}; set AIAAS_SHARED_DIR")
-    return jsonschema.Draft7Validator(json.loads(path.read_text())).validate
+    return jsonschema.Draft7Validator(error_response_schema()).validate
 
 
 @attrs.frozen

@@ -73,6 +73,10 @@ async def test_embeddings_with_the_seeded_key_and_their_usage_rows(
             headers={**bearer(platform.token), "X-Request-ID": "inference-e2e-0001"},
         )
         assert response.status_code == 200, response.text
+        # the gateway's rate-limit headers (acme-pro: the pro tier's per-key limits)
+        assert response.headers["x-ratelimit-limit-requests"] == "1200"
+        assert response.headers["x-ratelimit-remaining-requests"] == "1199"
+        assert response.headers["x-ratelimit-limit-tokens"] == "2000000"
         body = response.json()
         vectors = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
         assert vectors.shape == (2, 384)
@@ -118,7 +122,8 @@ async def test_keys_roles_and_scopes_are_enforced(
         assert (denied.status_code, denied.json()["code"]) == (403, "AUTH_ROLE_DENIED")
         error_validator(denied.json())
         scoped = await client.post("/v1/embeddings", json=payload, headers=bearer(reader))
-        assert (scoped.status_code, scoped.json()["code"]) == (403, "API_KEY_SCOPE_DENIED")
+        assert (scoped.status_code, scoped.json()["code"]) == (403, "AUTH_SCOPE_DENIED")
+        error_validator(scoped.json())
         assert (await client.get("/v1/models", headers=bearer(reader))).status_code == 200
         unknown = await client.post(
             "/v1/embeddings", json={**payload, "model": "gpt-4"}, headers=bearer(platform.token)

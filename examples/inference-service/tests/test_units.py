@@ -7,9 +7,19 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from inference_service import CachedKeyStore, ModelPrice, UsageEvent, UsageRecorder, load
+from inference_service import (
+    CachedKeyStore,
+    ModelPrice,
+    PlanLimits,
+    UsageEvent,
+    UsageRecorder,
+    load,
+)
+from inference_service._gateway import DEFAULT_PLAN_LIMITS, format_reset, parse_plan_limits
 
+import aiaas_db
 from aiaas_core import (
+    AiaasDeprecationWarning,
     ApiKeyRecord,
     ConfigError,
     InMemoryApiKeyStore,
@@ -86,27 +96,63 @@ def test_model_price() -> None:
     assert ModelPrice(None, Decimal(0)).cost(10_000) == 0
 
 
-async def test_recorder_counts_drops_when_the_buffer_is_full_and_after_close() -> None:
+async def test_the_old_usage_recorder_name_is_deprecated_but_works() -> None:
     async def never() -> object:
         raise OSError("no database in this test")
 
-    recorder = UsageRecorder(never, buffer_limit=2, batch_size=10, flush_interval=5)
+    assert UsageEvent is aiaas_db.UsageEvent  # the writer lives in aiaas-db now
+    with pytest.warns(AiaasDeprecationWarning, match="use aiaas_db.UsageWriter instead"):
+        recorder = UsageRecorder(never, buffer_limit=1)
+    assert isinstance(recorder, aiaas_db.UsageWriter)
     assert recorder.record(event())
-    assert recorder.record(event())
-    assert not recorder.record(event())  # full: dropped, counted, never blocks
-    stats = recorder.stats
-    assert (stats.accepted, stats.pending, stats.dropped_buffer_full) == (3, 2, 1)
-    final = await recorder.aclose(timeout=0.1)  # never started: nothing can be written
-    assert final.dropped_shutdown == 2
-    assert final.pending == 0
     assert not recorder.record(event())
-    after = recorder.stats
-    assert after.dropped_shutdown == 3
-    assert after.accepted == after.written + after.dropped_buffer_full + after.dropped_shutdown
-    with pytest.raises(ValueError, match="buffer_limit"):
-        UsageRecorder(never, buffer_limit=0)
-    with pytest.raises(ValueError, match="flush_interval"):
-        UsageRecorder(never, flush_interval=0)
+    assert (await recorder.aclose(timeout=0.1)).dropped_buffer_full == 1
+
+
+def test_plan_limits_settings_defaults_overrides_and_problems() -> None:
+    settings = load({}, {})
+    assert settings.plan_limits() == dict(DEFAULT_PLAN_LIMITS)
+    assert (settings.budgets, settings.rate_limits, settings.processes) == (True, True, 1)
+    tuned = load(
+        {
+            "INFERENCE_SERVICE_RATE_LIMITS_FREE": "key_rpm=2, org_tpm=1_000",
+            "INFERENCE_SERVICE_PROCESSES": "3",
+        },
+        {},
+    )
+    free = tuned.plan_limits()["free"]
+    assert free == PlanLimits(key_rpm=2, key_tpm=100_000, org_rpm=120, org_tpm=1_000)
+    assert free.per_process(3) == PlanLimits(key_rpm=1, key_tpm=33_334, org_rpm=40, org_tpm=334)
+    assert parse_plan_limits(free.text(), DEFAULT_PLAN_LIMITS["pro"]) == free
+    with pytest.raises(ConfigError) as bad:
+        load(
+            {
+                "INFERENCE_SERVICE_RATE_LIMITS_PRO": "rpm=5",
+                "INFERENCE_SERVICE_RATE_LIMITS_STARTER": "key_rpm=0",
+                "INFERENCE_SERVICE_PROCESSES": "0",
+                "INFERENCE_SERVICE_BUDGET_REFRESH": "0s",
+            },
+            {},
+        )
+    problems = {p.path: p for p in bad.value.problems}
+    assert {"rate_limits_pro", "rate_limits_starter", "processes", "budget_refresh"} <= set(
+        problems
+    )
+    assert "key_rpm, key_tpm, org_rpm, org_tpm" in str(bad.value)
+
+
+def test_reset_durations_are_written_as_openai_does() -> None:
+    assert [format_reset(s) for s in (0, 0.02, 0.9991, 1, 1.2, 59.5, 60, 360, 3723)] == [
+        "0ms",
+        "20ms",
+        "1s",
+        "1s",
+        "2s",
+        "1m0s",
+        "1m0s",
+        "6m0s",
+        "1h2m3s",
+    ]
 
 
 class FlakyStore:

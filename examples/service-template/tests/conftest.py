@@ -1,4 +1,4 @@
-"""Fixtures: the service under test, the shared contracts, telemetry and a real uvicorn server.
+"""Fixtures: the service under test, the error body's schema, telemetry and a real uvicorn server.
 
 The service's module is imported here and nowhere else in the tests: that import is the one
 line ``tools/new_service.py`` has to rename here. The tests reach the service's name, environment
@@ -24,18 +24,11 @@ from typing import Any
 
 import pytest
 
+from aiaas_core import error_response_schema
+
 # The service's package: the one place the tests name it (tools/new_service.py renames it). An
 # import_module call rather than an import statement keeps the imports sorted whatever the name.
 service_module = importlib.import_module("service_template")
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-def _shared_dir() -> Path:
-    if "AIAAS_SHARED_DIR" in os.environ:
-        return Path(os.environ["AIAAS_SHARED_DIR"])
-    candidates = [REPO_ROOT / "shared", REPO_ROOT.parent / "shared"]
-    return next((p for p in candidates if (p / "contracts").is_dir()), candidates[-1])
 
 
 @pytest.fixture(scope="session")
@@ -79,15 +72,12 @@ def clean_env() -> Callable[..., dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def error_validator() -> Callable[[Any], None]:
-    """Validates a body against ``contracts/error-response.schema.json`` (raises if invalid)."""
+    """Validates a body against the error body's schema as the installed aiaas-core ships it
+    (``aiaas_core.error_response_schema()``); raises if invalid."""
     import jsonschema
 
-    path = _shared_dir() / "contracts" / "error-response.schema.json"
-    if not path.is_file():
-        pytest.fail(f"shared contracts not found at {path.parent}; set AIAAS_SHARED_DIR")
-    schema = json.loads(path.read_text())
     validator = jsonschema.Draft7Validator(
-        schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
+        error_response_schema(), format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
     )
     return validator.validate
 

@@ -1,33 +1,30 @@
-"""Fixtures: the shared contracts, an HMAC key, API keys and in-process telemetry."""
+"""Fixtures: the error body schema (aiaas-core), an HMAC key, API keys and in-process telemetry."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import secrets
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aiaas_core import ApiKeyVerifier, HashKey, InMemoryApiKeyStore, KeyedHasher
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SHARED_DIR = Path(os.environ.get("AIAAS_SHARED_DIR", REPO_ROOT.parent / "shared"))
+from aiaas_core import (
+    ApiKeyVerifier,
+    HashKey,
+    InMemoryApiKeyStore,
+    KeyedHasher,
+    error_response_schema,
+)
 
 
 @pytest.fixture(scope="session")
 def error_validator() -> Callable[[Any], None]:
     import jsonschema
 
-    path = SHARED_DIR / "contracts" / "error-response.schema.json"
-    if not path.is_file():
-        pytest.fail(f"shared contracts not found at {SHARED_DIR}; set AIAAS_SHARED_DIR")
-    schema = json.loads(path.read_text())
     return jsonschema.Draft7Validator(
-        schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
+        error_response_schema(), format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
     ).validate
 
 

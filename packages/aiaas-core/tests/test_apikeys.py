@@ -309,6 +309,9 @@ def test_record_defaults_and_conversions() -> None:
     assert record.status == "active"
     assert record.expires_at is None
     assert record.last_used_at is None
+    assert (record.organization_id, record.record_id) == (None, None)
+    owned = make_record(organization_id="org-1", record_id="row-7")
+    assert (owned.organization_id, owned.record_id) == ("org-1", "row-7")
     assert make_record(roles="admin").roles == ("admin",)
     assert make_record(roles=(r for r in ["x", "y"])).roles == ("x", "y")
 
@@ -337,6 +340,8 @@ def test_record_repr_shows_neither_secret_nor_digest() -> None:
         ({"scopes": (1,)}, "scopes must be non-empty"),
         ({"subject": "  "}, "subject must be a non-empty"),
         ({"name": 5}, "must be a non-empty string or None"),
+        ({"organization_id": ""}, "organization_id must be a non-empty string or None"),
+        ({"record_id": 7}, "record_id must be a non-empty string or None"),
     ],
 )
 def test_record_fields_are_validated(changes: dict[str, object], match: str) -> None:
@@ -470,7 +475,11 @@ async def test_issue_verify_and_touch(
 
     clock.advance(timedelta(seconds=3))
     actor = await verifier.verify(key.token)
-    assert actor == Actor(subject="svc-a", roles=("writer",), kind="api_key")
+    assert actor == Actor(
+        subject="svc-a", roles=("writer",), kind="api_key", scopes=("models:read",)
+    )
+    assert actor.has_scope("models:read")
+    assert not actor.has_scope("embeddings:create")
     await verifier.drain()
     used = await store.get(key.key_id)
     assert used is not None

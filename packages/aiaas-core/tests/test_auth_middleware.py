@@ -863,7 +863,8 @@ def test_route_rule_normalises_the_method() -> None:
     rule = RouteRule("delete", "/v1/keys/{key_id}", "keys:delete")
     assert rule == RouteRule("DELETE", "/v1/keys/{key_id}", "keys:delete")
     assert repr(rule) == (
-        "RouteRule(method='DELETE', path_template='/v1/keys/{key_id}', permission='keys:delete')"
+        "RouteRule(method='DELETE', path_template='/v1/keys/{key_id}', permission='keys:delete',"
+        " scope=None)"
     )
 
 
@@ -1008,3 +1009,89 @@ async def test_behind_a_real_uvicorn_server(error_schema: Any) -> None:
     assert inner.lifespan == ["startup", "shutdown"]
     assert sum(e.allowed for e in audit) == 32
     assert_no_secret(audit)
+
+
+# --------------------------------------------------------------------------- route scopes
+
+SCOPED_ROUTES = [
+    RouteRule("POST", "/v1/embeddings", "embeddings:create", scope="embeddings:create"),
+    RouteRule("GET", "/v1/models", "models:read", scope="models:read"),
+    RouteRule("GET", "/v1/open", "models:read"),  # no scope: roles alone
+]
+SCOPED_POLICY = Policy(
+    [
+        PolicyRule(
+            effect="allow",
+            roles=("developer",),
+            permissions=("embeddings:create", "models:read"),
+            id="r-dev",
+        )
+    ]
+)
+SCOPED_ACTORS = {
+    "reader-key": Actor("reader", ("developer",), kind="api_key", scopes=("models:read",)),
+    "star-key": Actor("star", ("developer",), kind="api_key", scopes=("*",)),
+    "plain-key": Actor("plain", ("developer",), kind="api_key"),
+    "billing-key": Actor("billing", ("billing",), kind="api_key", scopes=("*",)),
+}
+
+
+async def scoped_authenticate(credential: str) -> Actor:
+    try:
+        return SCOPED_ACTORS[credential]
+    except KeyError:
+        raise AuthenticationError("Invalid credential", code="API_KEY_INVALID") from None
+
+
+@pytest.fixture
+def scoped(inner: InnerApp, audit: list[AuthAuditEvent]) -> AuthMiddleware:
+    return AuthMiddleware(
+        inner,
+        authenticate=scoped_authenticate,
+        policy=SCOPED_POLICY,
+        rules=SCOPED_ROUTES,
+        audit=audit.append,
+    )
+
+
+async def test_route_scopes_narrow_what_the_roles_allow(
+    scoped: AuthMiddleware, inner: InnerApp, audit: list[AuthAuditEvent], error_schema: Any
+) -> None:
+    denied = await call(scoped, "POST", "/v1/embeddings", bearer("reader-key"))
+    body = assert_error(denied, error_schema, 403, "AUTH_SCOPE_DENIED")
+    assert "embeddings:create" in body["error"]
+    assert inner.seen == []
+    [event] = audit
+    assert (event.kind, event.allowed, event.code, event.rule) == (
+        "authorization",
+        False,
+        "AUTH_SCOPE_DENIED",
+        "r-dev",
+    )
+    assert event.reason == "the actor's scopes do not include embeddings:create"
+    # the scope it holds, '*', and no scopes at all (roles alone) all pass
+    assert (await call(scoped, "GET", "/v1/models", bearer("reader-key"))).status == 200
+    assert (await call(scoped, "POST", "/v1/embeddings", bearer("star-key"))).status == 200
+    assert (await call(scoped, "POST", "/v1/embeddings", bearer("plain-key"))).status == 200
+    # a rule without a scope: any scopes pass
+    assert (await call(scoped, "GET", "/v1/open", bearer("reader-key"))).status == 200
+    assert len(inner.seen) == 4
+
+
+async def test_the_policy_is_checked_before_the_scope(
+    scoped: AuthMiddleware, error_schema: Any
+) -> None:
+    # '*' scopes never widen the roles: billing may not create embeddings at all
+    response = await call(scoped, "POST", "/v1/embeddings", bearer("billing-key"))
+    assert_error(response, error_schema, 403, "AUTH_ROLE_DENIED")
+
+
+@pytest.mark.parametrize("bad", ["", "*", " spaced", "x" * 129, "a b", 5])
+def test_route_rule_scope_must_be_a_concrete_name(bad: Any) -> None:
+    with pytest.raises(ValueError, match="scope must be a concrete scope name"):
+        RouteRule("GET", "/v1/x", "x:read", scope=bad)
+
+
+def test_route_rule_scope_defaults_to_none_and_is_kept() -> None:
+    assert RouteRule("GET", "/v1/x", "x:read").scope is None
+    assert RouteRule("GET", "/v1/x", "x:read", scope="x:read").scope == "x:read"

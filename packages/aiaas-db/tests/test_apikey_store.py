@@ -73,9 +73,15 @@ async def test_valid_wrong_secret_revoked_expired_rotating(ci_url: str) -> None:
     actor = await v.verify(key("local-dev").token)
     assert actor.subject == key("local-dev").key_id
     assert actor.roles == ("developer",)
+    assert actor.scopes == ("embeddings:create", "models:read")
     record = await v.verify_record(key("local-dev").token)
     assert record.scopes == ("embeddings:create", "models:read")
     assert record.name == "local-dev"
+    # the owner comes with the key, from the same query
+    [(row_id, org_id)] = execute(
+        ci_url, "SELECT api_key_id, organization_id FROM api_keys WHERE name = 'local-dev'"
+    )
+    assert (record.record_id, record.organization_id) == (str(row_id), str(org_id))
 
     wrong = ApiKey("aiaas", key("local-dev").key_id, key("default").secret)
     cases = {

@@ -23,8 +23,8 @@ from aiaas_db._classification import (
 
 
 @pytest.fixture(scope="module")
-def contract(shared_dir: Path) -> Classification:
-    return load_classification(shared_dir / "contracts" / "data-classification.yml")
+def contract(contracts_dir: Path) -> Classification:
+    return load_classification(contracts_dir / "data-classification.yml")
 
 
 def test_ours_is_a_superset_of_the_contract(contract: Classification) -> None:

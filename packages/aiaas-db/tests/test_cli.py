@@ -16,15 +16,14 @@ import jsonschema
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
-from conftest import SHARED_DIR, V1, V2, V3, SetWriter
+from conftest import V1, V2, V3, SetWriter
 from test_migrate import basic
 
+from aiaas_core import error_response_schema
 from aiaas_db._cli import EXIT_CODES, cli, exit_code_for, main
 from aiaas_db._lock import migrator_lock_key
 
-ERROR_SCHEMA = json.loads(
-    (SHARED_DIR / "contracts" / "error-response.schema.json").read_text(encoding="utf-8")
-)
+ERROR_SCHEMA = error_response_schema()
 
 
 @pytest.fixture
@@ -250,12 +249,15 @@ def test_exit_code_mapping() -> None:
     assert exit_code_for(MigrationRefusedError("x", code="MIGRATION_SOMETHING_NEW")) == 5
     assert exit_code_for(ValueError("x")) == 1
     assert set(EXIT_CODES.values()) <= {2, 3, 4, 5, 6, 7}
-    # Missing or malformed PII keys are configuration the caller must supply: usage (2).
+    # Missing or malformed PII keys, or an unknown AIAAS_PG_SOURCE, are configuration the
+    # caller must supply: usage (2).
     assert {code for code, status in EXIT_CODES.items() if status == 2} == {
         "PII_KEYS_MISSING",
         "PII_KEYS_INVALID",
         "PII_KEY_UNKNOWN",
+        "POSTGRES_SOURCE_INVALID",
     }
+    assert EXIT_CODES["POSTGRES_EMBEDDED_MISSING"] == 7
 
 
 def test_main_returns_exit_codes(

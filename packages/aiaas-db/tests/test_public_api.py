@@ -63,6 +63,7 @@ def test_errors_are_aiaas_errors_with_stable_codes() -> None:
         "ChecksumMismatchError": ("MIGRATION_CHECKSUM_MISMATCH", 409),
         "DatabaseUnavailableError": ("DATABASE_UNAVAILABLE", 503),
         "DrillFailedError": ("MIGRATION_DRILL_FAILED", 500),
+        "EmbeddedPostgresNotFoundError": ("POSTGRES_EMBEDDED_MISSING", 500),
         "LocalPostgresError": ("POSTGRES_LOCAL_FAILED", 503),
         "LockTimeoutError": ("MIGRATION_LOCK_TIMEOUT", 423),
         "MigrationCheckFailedError": ("MIGRATION_CHECK_FAILED", 500),
@@ -75,6 +76,7 @@ def test_errors_are_aiaas_errors_with_stable_codes() -> None:
         "NothingToRecoverError": ("MIGRATION_NOTHING_TO_RECOVER", 409),
         "OutOfOrderError": ("MIGRATION_OUT_OF_ORDER", 409),
         "PostgresNotFoundError": ("POSTGRES_NOT_FOUND", 500),
+        "PostgresSourceError": ("POSTGRES_SOURCE_INVALID", 500),
     }
     for name, (code, status) in codes.items():
         cls = getattr(aiaas_db, name)

@@ -166,9 +166,9 @@ def test_no_trace_of_the_email_after_purge(ci_url: str) -> None:
         assert PII.decrypt(bytes(ct), user_id.bytes, version) != LEAVER_EMAIL
 
 
-def test_rollups_hold_no_personal_data(platform_url: str, shared_dir: Path) -> None:
+def test_rollups_hold_no_personal_data(platform_url: str, contracts_dir: Path) -> None:
     classification = yaml.safe_load(
-        (shared_dir / "contracts" / "data-classification.yml").read_text(encoding="utf-8")
+        (contracts_dir / "data-classification.yml").read_text(encoding="utf-8")
     )
     personal: set[str] = set()
     for entity in classification["entities"]:

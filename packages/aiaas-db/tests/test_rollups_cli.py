@@ -145,10 +145,10 @@ def test_reconcile_mismatch_exits_3_and_duckdb_target(url: str, tmp_path: Path) 
     assert {"error_rate_consistency", "rollup_measures_match_usage"} <= failing
 
 
-def test_checks_file_option_uses_the_contract(url: str, shared_dir: Path) -> None:
+def test_checks_file_option_uses_the_contract(url: str, contracts_dir: Path) -> None:
     insert_events(url, spread(50))
     run_rollup(pg_target(url), "hour", T0, T0 + 2 * DAY)
-    contract = shared_dir / "contracts" / "analytics-reconciliation-checks.yml"
+    contract = contracts_dir / "analytics-reconciliation-checks.yml"
     code, doc = invoke_json("rollup", "reconcile", "--dsn", url, "--checks", str(contract))
     assert code == 3  # no daily rollups yet: the daily equivalents fail
     failing = {c["name"] for c in doc["checks"] if not c["ok"]}
@@ -276,8 +276,8 @@ def _norm(sql: str) -> str:
     return sqlglot.parse_one(sql, read="postgres").sql(dialect="postgres")
 
 
-def test_builtin_checks_equal_the_contract(shared_dir: Path) -> None:
-    contract = load_checks(shared_dir / "contracts" / "analytics-reconciliation-checks.yml")
+def test_builtin_checks_equal_the_contract(contracts_dir: Path) -> None:
+    contract = load_checks(contracts_dir / "analytics-reconciliation-checks.yml")
     builtin = builtin_checks()
     by_name = {c.name: c for c in builtin}
     assert [c.name for c in contract] == ["request_count_matches_usage", "error_rate_consistency"]

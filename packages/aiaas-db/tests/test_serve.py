@@ -19,7 +19,7 @@ import httpx
 import psycopg
 import pytest
 from click.testing import CliRunner
-from conftest import SHARED_DIR, V1, V2, V3, SetWriter
+from conftest import CONTRACTS_DIR, V1, V2, V3, SetWriter
 from serve_support import Contract, Keys, free_port, live_server, make_telemetry, wait_for
 
 from aiaas_core import ValidationError
@@ -60,7 +60,7 @@ def keys() -> Keys:
 
 @pytest.fixture(scope="module")
 def contract() -> Contract:
-    return Contract(SHARED_DIR)
+    return Contract(CONTRACTS_DIR)
 
 
 @pytest.fixture
@@ -518,7 +518,7 @@ def test_entities_from_the_live_catalog_with_classification(
     serve: Callable[..., Any], keys: Keys, contract: Contract
 ) -> None:
     # The contract's own map (no table/column names): matched by entity and field name.
-    classification = load_classification(SHARED_DIR / "contracts" / "data-classification.yml")
+    classification = load_classification(CONTRACTS_DIR / "data-classification.yml")
     client, _ = serve(classification=classification)
     for component in ("operational", "analytics"):
         run = submit(client, keys, APPLY, {"component": component}).json()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import schemathesis
 import yaml
-from conftest import SHARED_DIR, V1, V2, SetWriter
+from conftest import CONTRACTS_DIR, V1, V2, SetWriter
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from serve_support import Contract, Keys, live_server, make_telemetry
@@ -72,9 +72,9 @@ def fuzz_server(
         pg.drop_database(name)
 
 
-# The contract as published (conftest's SHARED_DIR; AIAAS_SHARED_DIR overrides it).
+# The contract as published (tests/contracts/schema-management.yaml).
 schema = schemathesis.openapi.from_dict(
-    yaml.safe_load((SHARED_DIR / "contracts" / "schema-management.yaml").read_text())
+    yaml.safe_load((CONTRACTS_DIR / "schema-management.yaml").read_text())
 )
 
 
@@ -89,4 +89,4 @@ def test_contract_fuzz(case: Any, fuzz_server: str, fuzz_keys: Keys) -> None:
     response = case.call(base_url=fuzz_server, headers=fuzz_keys.headers("pe"), timeout=30)
     case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
     if response.status_code >= 400:
-        Contract(SHARED_DIR).error.validate(response.json())
+        Contract(CONTRACTS_DIR).error.validate(response.json())

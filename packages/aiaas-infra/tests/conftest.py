@@ -14,11 +14,11 @@ from aiaas_infra import (
     StateStore,
     example_spec_path,
     load_spec,
+    packaged_crds_dir,
 )
 from aiaas_infra.testing import FastClock, LinodeEmulator, emulator_provider
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SHARED_DIR = Path(os.environ.get("AIAAS_SHARED_DIR", REPO_ROOT.parent / "shared"))
+TESTS_DIR = Path(__file__).resolve().parent
 
 # Timing-based hypothesis deadlines make a shared, noisy 2-core machine flaky; behaviour is what
 # the properties check.
@@ -30,18 +30,21 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not (SHARED_DIR / "fixtures").is_dir():
-        pytest.fail(
-            f"shared fixtures not found at {SHARED_DIR}; lay shared/ beside the repository "
-            "or set AIAAS_SHARED_DIR"
-        )
-    return SHARED_DIR
+def linode_fixtures() -> Path:
+    """The linode_api4 SDK's recorded API responses (see the folder's README.md)."""
+    return TESTS_DIR / "fixtures" / "linode-api4"
 
 
 @pytest.fixture(scope="session")
-def linode_fixtures(shared_dir: Path) -> Path:
-    return shared_dir / "fixtures" / "linode-api4"
+def handoff_contract_path() -> Path:
+    """The handoff API contract as the platform published it (tests/contracts/README.md)."""
+    return TESTS_DIR / "contracts" / "service-handoff-openapi.yaml"
+
+
+@pytest.fixture(scope="session")
+def crds() -> Path:
+    """The ArgoCD and SealedSecret CRDs packaged with aiaas-infra."""
+    return packaged_crds_dir()
 
 
 @pytest.fixture

@@ -47,8 +47,8 @@ FILES = {
 
 
 @pytest.fixture(scope="module")
-def contract(shared_dir: Path) -> Contract:
-    return Contract(shared_dir / "contracts" / "service-handoff-openapi.yaml")
+def contract(handoff_contract_path: Path) -> Contract:
+    return Contract(handoff_contract_path)
 
 
 def _seed(fake: FakeKubeApiServer, spec: PlatformSpec) -> None:

@@ -49,8 +49,8 @@ def objects(spec: PlatformSpec, sealed: SealedStore) -> tuple[dict[str, Any], ..
 
 
 @pytest.fixture
-def kube(shared_dir: Path) -> Iterator[FakeKubeApiServer]:
-    with FakeKubeApiServer(crds=shared_dir / "fixtures" / "crds", namespaces=PREINSTALLED) as k:
+def kube(crds: Path) -> Iterator[FakeKubeApiServer]:
+    with FakeKubeApiServer(crds=crds, namespaces=PREINSTALLED) as k:
         yield k
 
 

@@ -1,6 +1,6 @@
 """Contract: every resource kind the emulator serves has the shape of Linode's real responses.
 
-The reference is the linode_api4 project's own recorded fixtures (``shared/fixtures/linode-api4``):
+The reference is the linode_api4 project's own recorded fixtures (``tests/fixtures/linode-api4``):
 the same keys, the same JSON types and the same nesting. ``null`` matches any type (Linode's
 nullable fields), numbers match numbers, and list items are compared when both lists have one.
 """

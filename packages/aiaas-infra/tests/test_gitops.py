@@ -31,11 +31,6 @@ Obj = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def crds(shared_dir: Path) -> Path:
-    return shared_dir / "fixtures" / "crds"
-
-
-@pytest.fixture(scope="module")
 def full(spec: PlatformSpec) -> PlatformSpec:
     return gpu_spec(spec)
 

@@ -7,15 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from gitops_support import sealed_store
 
 from aiaas_infra import ExitCode, PlatformSpec, example_spec_path, render_platform
 from aiaas_infra._cli import main
-
-
-@pytest.fixture(scope="module")
-def crds(shared_dir: Path) -> Path:
-    return shared_dir / "fixtures" / "crds"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -106,11 +102,92 @@ def test_crds_from_the_environment_and_no_validate(
     assert json.loads(out)["validated"] is False
 
 
-def test_validation_needs_crds(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, _, err = run(capsys, "render", "--spec", str(example_spec_path()), "--out", str(tmp_path))
-    assert code == ExitCode.USAGE
-    assert "pass --crds DIR" in err
-    assert not any(tmp_path.iterdir())
+def test_render_validates_with_the_packaged_crds_by_default(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    spec: PlatformSpec,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AIAAS_INFRA_CRDS", raising=False)
+    store_path = tmp_path / "sealed-secrets.yaml"
+    store = sealed_store(spec)
+    store.save(store_path)
+    out_dir = tmp_path / "gitops"
+    code, out, err = run(
+        capsys,
+        "render",
+        "--spec",
+        str(example_spec_path()),
+        "--out",
+        str(out_dir),
+        "--sealed",
+        str(store_path),
+        "-o",
+        "json",
+    )
+    assert code == ExitCode.OK, err
+    report = json.loads(out)
+    assert report["validated"] is True
+    assert report["written"] is True
+    assert report["problems"] == []
+    # every ArgoCD and SealedSecret object was rendered and validated
+    assert report["kinds"] == render_platform(spec, sealed=store).kinds()
+    assert {"AppProject", "ApplicationSet", "SealedSecret"} <= set(report["kinds"])
+    assert (out_dir / "environments/production/baseline/sealed-secrets.yaml").is_file()
+
+
+def _stricter_crds(crds: Path, into: Path) -> Path:
+    """A copy of ``crds`` whose AppProject schema no longer knows ``orphanedResources``."""
+    into.mkdir()
+    for path in crds.glob("*.yaml"):
+        shutil.copy(path, into / path.name)
+    project = into / "argocd-appproject-crd.yaml"
+    doc = yaml.safe_load(project.read_text())
+    for version in doc["spec"]["versions"]:
+        spec_props = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        del spec_props["orphanedResources"]
+    project.write_text(yaml.safe_dump(doc))
+    return into
+
+
+def test_crds_option_overrides_the_packaged_crds(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    crds: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stricter = _stricter_crds(crds, tmp_path / "crds")
+    out_dir = tmp_path / "gitops"
+    code, _, err = run(
+        capsys,
+        "render",
+        "--spec",
+        str(example_spec_path()),
+        "--out",
+        str(out_dir),
+        "--crds",
+        str(stricter),
+    )
+    assert code == ExitCode.INVALID
+    assert "invalid AppProject argocd/aiaas-production at spec:" in err
+    assert "'orphanedResources' was unexpected" in err
+    assert not out_dir.exists()
+    # the environment variable overrides too; --crds wins over it
+    monkeypatch.setenv("AIAAS_INFRA_CRDS", str(stricter))
+    code, _, err = run(capsys, "render", "--spec", str(example_spec_path()), "--out", str(out_dir))
+    assert code == ExitCode.INVALID
+    assert "'orphanedResources' was unexpected" in err
+    code, _, err = run(
+        capsys,
+        "render",
+        "--spec",
+        str(example_spec_path()),
+        "--out",
+        str(out_dir),
+        "--crds",
+        str(crds),
+    )
+    assert code == ExitCode.OK, err
 
 
 def test_invalid_objects_are_not_written(

@@ -30,8 +30,8 @@ MEMORY = st.sampled_from(["256Mi", "1Gi", "4Gi"])
 
 
 @pytest.fixture(scope="module")
-def validator(shared_dir: Path) -> ManifestValidator:
-    return ManifestValidator(crds_dir=shared_dir / "fixtures" / "crds", kubernetes_version="1.31")
+def validator(crds: Path) -> ManifestValidator:
+    return ManifestValidator(crds_dir=crds, kubernetes_version="1.31")
 
 
 @st.composite

@@ -29,8 +29,8 @@ HANDOFF = "/v1/environments/{environment}/handoff"
 
 
 @pytest.fixture(scope="module")
-def contract(shared_dir: Path) -> Contract:
-    return Contract(shared_dir / "contracts" / "service-handoff-openapi.yaml")
+def contract(handoff_contract_path: Path) -> Contract:
+    return Contract(handoff_contract_path)
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture(scope="module")
-def kube(shared_dir: Path, clock: Clock) -> Iterator[FakeKubeApiServer]:
-    with FakeKubeApiServer(crds=shared_dir / "fixtures" / "crds", clock=clock) as server:
+def kube(crds: Path, clock: Clock) -> Iterator[FakeKubeApiServer]:
+    with FakeKubeApiServer(crds=crds, clock=clock) as server:
         yield server
 
 

@@ -43,8 +43,8 @@ def cert(keys: SealingKeypair) -> SealingCertificate:
 
 
 @pytest.fixture(scope="module")
-def crd_schema(shared_dir: Path) -> dict[str, object]:
-    doc = yaml.safe_load((shared_dir / "fixtures/crds/sealed-secrets-crd.yaml").read_text())
+def crd_schema(crds: Path) -> dict[str, object]:
+    doc = yaml.safe_load((crds / "sealed-secrets-crd.yaml").read_text())
     (version,) = [v for v in doc["spec"]["versions"] if v["name"] == "v1alpha1"]
     schema: dict[str, object] = version["schema"]["openAPIV3Schema"]
     return schema

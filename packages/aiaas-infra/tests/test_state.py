@@ -1,13 +1,10 @@
-"""State: snapshots (last 30 kept), atomic writes, the lock, reports; local and S3 (moto)."""
+"""State: snapshots (last 30 kept), atomic writes, the lock, reports; local, S3 (moto) and the
+emulator's own S3 endpoint."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +15,8 @@ from typing import Any
 import boto3
 import pytest
 from infra_support import apply_spec, assert_no_orphans
+from s3_support import emulator_bucket
+from s3_support import moto_server as moto_s3_server
 
 from aiaas_infra import (
     LinodeProvider,
@@ -55,31 +54,8 @@ def snapshot(serial: int, **kw: Any) -> StateSnapshot:
 @pytest.fixture(scope="module")
 def moto_server() -> Iterator[str]:
     """moto's S3 server as a real local HTTP server."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("moto server did not start")
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with moto_s3_server() as url:
+        yield url
 
 
 @pytest.fixture
@@ -105,10 +81,28 @@ def s3_store(moto_server: str, request: pytest.FixtureRequest) -> StateStore:
     )
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture
+def emulator_s3_store(emulator: LinodeEmulator) -> StateStore:
+    """State in a bucket on the emulator's own S3 endpoint, as `--state s3://...` would use it."""
+    access, secret = emulator_bucket(emulator, "state-bucket")
+    return StateStore(
+        S3StateBackend(
+            "state-bucket",
+            "platform/aiaas",
+            endpoint_url=emulator.root,
+            region="us-ord",
+            access_key=access,
+            secret_key=secret,
+        )
+    )
+
+
+@pytest.fixture(params=["local", "s3", "emulator-s3"])
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> StateStore:
     if request.param == "local":
         return StateStore(LocalStateBackend(tmp_path / "state"))
+    if request.param == "emulator-s3":
+        return request.getfixturevalue("emulator_s3_store")
     return request.getfixturevalue("s3_store")
 
 

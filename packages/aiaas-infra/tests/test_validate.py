@@ -1,5 +1,6 @@
 """Strict validation: core kinds with kubernetes-validate's schemas, ArgoCD and SealedSecret
-objects with the CRDs in shared/fixtures/crds, PrometheusRules, metadata and references."""
+objects with the CRDs packaged with aiaas-infra (or another directory), PrometheusRules, metadata
+and references."""
 
 from __future__ import annotations
 
@@ -15,16 +16,12 @@ from aiaas_infra import (
     ManifestProblem,
     ManifestValidator,
     PlatformSpec,
+    packaged_crds_dir,
     render_platform,
     validate_objects,
 )
 
 Obj = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def crds(shared_dir: Path) -> Path:
-    return shared_dir / "fixtures" / "crds"
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +120,7 @@ def test_prometheus_rules_have_a_schema(
 
 
 def test_unknown_kinds_and_missing_crds_are_reported(objects: tuple[Obj, ...]) -> None:
-    bare = ManifestValidator()
+    bare = ManifestValidator(crds_dir=None)
     assert bare.custom_kinds == ()
     found = bare.validate(pick(objects, "AppProject", "argocd"))
     assert [p.message for p in found] == [
@@ -200,3 +197,55 @@ def test_crds_are_read_from_any_directory(crds: Path, tmp_path: Path) -> None:
     shutil.copy(crds / "sealed-secrets-crd.yaml", tmp_path / "sealed.yml")
     only_sealed = ManifestValidator(crds_dir=tmp_path)
     assert only_sealed.custom_kinds == (("bitnami.com/v1alpha1", "SealedSecret"),)
+
+
+def test_the_packaged_crds_are_the_default(objects: tuple[Obj, ...]) -> None:
+    crds = packaged_crds_dir()
+    assert sorted(p.name for p in crds.glob("*.yaml")) == [
+        "argocd-application-crd.yaml",
+        "argocd-applicationset-crd.yaml",
+        "argocd-appproject-crd.yaml",
+        "sealed-secrets-crd.yaml",
+    ]
+    # attribution and licence travel with them
+    assert "37ee0097cf851bc2dd7665fc081bbce61a7e836e" in (crds / "README.md").read_text()
+    assert "Apache License" in (crds / "LICENSE").read_text()
+    default = ManifestValidator()
+    assert default.custom_kinds == ManifestValidator(crds_dir=crds).custom_kinds
+    assert ("argoproj.io/v1alpha1", "Application") in default.custom_kinds
+    assert validate_objects(objects) == []
+
+
+def test_default_validation_catches_an_invalid_argocd_object(objects: tuple[Obj, ...]) -> None:
+    project = pick(objects, "AppProject", "argocd")
+    project["spec"]["destinations"][0]["serverr"] = "typo"  # pruned by the API server: refused
+    project["spec"]["orphanedResources"]["warn"] = "yes"
+    appset = pick(objects, "ApplicationSet", "argocd")
+    appset["spec"]["goTemplate"] = "true"
+    found = {(p.object, p.path, p.message) for p in validate_objects([project, appset])}
+    project_name = f"AppProject argocd/{project['metadata']['name']}"
+    appset_name = f"ApplicationSet argocd/{appset['metadata']['name']}"
+    assert len(found) == 3, found
+    assert (
+        project_name,
+        "spec.destinations[0]",
+        "Additional properties are not allowed ('serverr' was unexpected)",
+    ) in found
+    assert (
+        project_name,
+        "spec.orphanedResources.warn",
+        "'yes' is not of type 'boolean'",
+    ) in found
+    assert (
+        appset_name,
+        "spec.goTemplate",
+        "'true' is not of type 'boolean'",
+    ) in found
+
+
+def test_a_sealed_secret_is_checked_against_the_packaged_crd(objects: tuple[Obj, ...]) -> None:
+    sealed = pick(objects, "SealedSecret")
+    assert validate_objects([sealed]) == []
+    sealed["spec"]["encryptedData"] = ["not", "a", "map"]
+    found = validate_objects([sealed])
+    assert [p.path for p in found] == ["spec.encryptedData"]

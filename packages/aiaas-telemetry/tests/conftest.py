@@ -1,4 +1,4 @@
-"""Shared fixtures: the shared contracts, a real uvicorn server, a real OTLP/HTTP receiver."""
+"""Shared fixtures: the contracts, a real uvicorn server, a real OTLP/HTTP receiver."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SHARED_DIR = Path(os.environ.get("AIAAS_SHARED_DIR", REPO_ROOT.parent / "shared"))
+from aiaas_core import error_response_schema
+
+CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
@@ -29,23 +30,15 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not (SHARED_DIR / "contracts").is_dir():
-        pytest.fail(
-            f"shared contracts not found at {SHARED_DIR}; lay shared/ beside the repository "
-            "or set AIAAS_SHARED_DIR"
-        )
-    return SHARED_DIR
+def error_schema() -> dict[str, Any]:
+    """The error body's schema as the installed aiaas-core ships it."""
+    return error_response_schema()
 
 
 @pytest.fixture(scope="session")
-def error_schema(shared_dir: Path) -> dict[str, Any]:
-    return json.loads((shared_dir / "contracts" / "error-response.schema.json").read_text())
-
-
-@pytest.fixture(scope="session")
-def profile_schema(shared_dir: Path) -> dict[str, Any]:
-    return json.loads((shared_dir / "contracts" / "telemetry-profile.schema.json").read_text())
+def profile_schema() -> dict[str, Any]:
+    """The telemetry profile contract (tests/contracts/telemetry-profile.schema.json)."""
+    return json.loads((CONTRACTS_DIR / "telemetry-profile.schema.json").read_text("utf-8"))
 
 
 @pytest.fixture

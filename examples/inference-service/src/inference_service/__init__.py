@@ -20,9 +20,11 @@ _LAZY: dict[str, str] = {
     "CachedKeyStore": "_keys",
     "Database": "_database",
     "DatabaseError": "_database",
+    "Gateway": "_gateway",
     "KeyDirectory": "_keys",
     "KeyOwner": "_keys",
     "ModelPrice": "_app",
+    "PlanLimits": "_gateway",
     "Service": "_app",
     "Settings": "_settings",
     "UsageEvent": "_usage",
@@ -38,9 +40,11 @@ __all__ = [
     "CachedKeyStore",
     "Database",
     "DatabaseError",
+    "Gateway",
     "KeyDirectory",
     "KeyOwner",
     "ModelPrice",
+    "PlanLimits",
     "Service",
     "Settings",
     "UsageEvent",
@@ -57,6 +61,7 @@ __all__ = [
 if TYPE_CHECKING:
     from inference_service._app import ModelPrice, Service, create_app
     from inference_service._database import Database, DatabaseError, open_database, prepare_platform
+    from inference_service._gateway import Gateway, PlanLimits
     from inference_service._keys import CachedKeyStore, KeyDirectory, KeyOwner
     from inference_service._settings import Settings, load
     from inference_service._usage import UsageEvent, UsageRecorder, UsageStats

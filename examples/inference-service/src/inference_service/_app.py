@@ -1,10 +1,12 @@
 """The inference-service ASGI application: embeddings on the batching runtime, API keys from the
-platform database, usage events off the critical path, health, readiness and metrics.
+platform database, budgets and rate limits before any compute, usage events off the critical
+path, health, readiness and metrics.
 
 Stack (outermost first): aiaas-telemetry's ``TelemetryMiddleware`` (request id, span, access log,
-``/metrics``) → aiaas-core's ``AuthMiddleware`` (API key → actor → policy) → the routes:
-``POST /v1/embeddings`` and ``GET /v1/models`` (aiaas-serving's OpenAI endpoint),
-``GET /health`` and ``GET /ready``.
+``/metrics``) → aiaas-core's ``AuthMiddleware`` (API key → actor with its scopes → policy and
+route scopes) → the gateway checks of ``POST /v1/embeddings`` (budget, rate limits:
+:mod:`inference_service._gateway`) → the routes: ``POST /v1/embeddings`` and ``GET /v1/models``
+(aiaas-serving's OpenAI endpoint), ``GET /health`` and ``GET /ready``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
@@ -30,14 +32,16 @@ from aiaas_core import (
     HealthRegistry,
     KeyedHasher,
     NotFoundError,
-    PermissionDeniedError,
     Policy,
     PolicyRule,
     RouteRule,
     ServiceUnavailableError,
+    accept_request_id,
+    get_request_id,
     run_lifespan,
     send_json,
 )
+from aiaas_db import BudgetTracker, UsageEvent, UsageWriter
 from aiaas_serving import (
     BatchPolicy,
     EmbeddingsOutcome,
@@ -47,9 +51,10 @@ from aiaas_serving import (
     Runtime,
 )
 from aiaas_telemetry import Telemetry
-from inference_service._keys import CachedKeyStore, KeyDirectory
+from inference_service._gateway import Gateway, Refusal
+from inference_service._keys import CachedKeyStore, KeyDirectory, KeyOwner
 from inference_service._settings import SERVICE_NAME, Settings
-from inference_service._usage import UsageEvent, UsageRecorder
+from inference_service._usage import UsageCollector
 
 __all__ = ["ModelPrice", "Service", "create_app"]
 
@@ -107,50 +112,13 @@ class _MethodNotAllowedError(AiaasError):
     title = "Method not allowed"
 
 
-class _UsageCollector:
-    """``inference_usage_events_total{outcome}``, ``inference_usage_events_pending`` and
-    ``inference_usage_database_up`` from :attr:`UsageRecorder.stats` at scrape time."""
-
-    def __init__(self, recorder: UsageRecorder) -> None:
-        self._recorder = recorder
-
-    def describe(self) -> list[Any]:
-        return []
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import (  # noqa: PLC0415
-            CounterMetricFamily,
-            GaugeMetricFamily,
-        )
-
-        stats = self._recorder.stats
-        events = CounterMetricFamily(
-            "inference_usage_events",
-            "Usage events by outcome: written to usage_events, or dropped (buffer full, shutdown).",
-            labels=["outcome"],
-        )
-        events.add_metric(["written"], stats.written)
-        events.add_metric(["dropped_buffer_full"], stats.dropped_buffer_full)
-        events.add_metric(["dropped_shutdown"], stats.dropped_shutdown)
-        yield events
-        yield GaugeMetricFamily(
-            "inference_usage_events_pending",
-            "Usage events buffered, not yet written.",
-            value=stats.pending,
-        )
-        yield GaugeMetricFamily(
-            "inference_usage_database_up",
-            "1 while usage events are being written.",
-            value=1 if stats.database_up else 0,
-        )
-
-
 class Service:
     """The parts of a running inference-service and the ASGI routes over them.
 
     ``connect`` opens an autocommit psycopg ``AsyncConnection`` to the platform database;
     ``key_store`` reads ``api_keys`` (aiaas-db's ``PostgresApiKeyStore`` in production);
-    ``adapter`` is the model (the MiniLM sentence-embedding adapter by default).
+    ``adapter`` is the model (the MiniLM sentence-embedding adapter by default). ``gateway``
+    checks budgets and rate limits (``None`` when both are turned off in the settings).
     """
 
     def __init__(
@@ -176,12 +144,26 @@ class Service:
         self.directory = KeyDirectory(connect)
         self.verifier = ApiKeyVerifier(self.keys, hasher, touch_interval=timedelta(minutes=5))
         self.price = ModelPrice(None, Decimal(0))
-        self.usage = UsageRecorder(
+        flush_interval = settings.usage_flush_interval.total_seconds()
+        self.usage = UsageWriter(
             connect,
             buffer_limit=settings.usage_buffer,
             batch_size=settings.usage_batch,
-            flush_interval=settings.usage_flush_interval.total_seconds(),
+            flush_interval=flush_interval,
         )
+        self.gateway: Gateway | None = None
+        if settings.budgets or settings.rate_limits:
+            self.gateway = Gateway(
+                BudgetTracker(
+                    connect,
+                    refresh_interval=settings.budget_refresh.total_seconds(),
+                    write_lag=flush_interval + 1.0,
+                ),
+                limits=settings.plan_limits(),
+                processes=settings.processes,
+                enforce_budgets=settings.budgets,
+                enforce_rate_limits=settings.rate_limits,
+            )
         self.embeddings = OpenAIEmbeddings(
             self.runtime,
             models={settings.model: RUNTIME_MODEL},
@@ -191,53 +173,77 @@ class Service:
         self.health = self._health()
         self.started = False
         self.drained = False
-        self._scopes: dict[str, frozenset[str]] = {}
         self._register_metrics()
 
     # -- metrics ---------------------------------------------------------------------------------
 
     def _register_metrics(self) -> None:
-        """Usage counts are read from the recorder when Prometheus scrapes, so recording an
-        event costs the request nothing but an append."""
-        self.telemetry.registry.register(_UsageCollector(self.usage))
+        """Usage and gateway counts are read when Prometheus scrapes, so recording an event
+        costs the request nothing but an append."""
+        self.telemetry.registry.register(UsageCollector(self.usage, self.gateway))
 
     # -- auth and usage --------------------------------------------------------------------------
 
     async def authenticate(self, credential: str) -> Actor:
-        """API key → actor (subject: the key id); also learns the key's organisation."""
+        """API key → actor (subject: the key id; its roles and scopes); the key's owner comes
+        with its record (aiaas-db's store reads both in one query)."""
         record = await self.verifier.verify_record(credential)
         owner = self.directory.cached(record.key_id)
         if owner is None:
             try:
-                owner = await self.directory.owner(record.key_id)
+                owner = await self.directory.learn(record)
             except Exception as exc:
                 raise ServiceUnavailableError(
                     "the key directory is unavailable: retry shortly", retry_after=5
                 ) from exc
             if owner is None:  # deleted between the two reads
                 raise ServiceUnavailableError("the API key changed while in use: retry")
-        self._scopes[record.key_id] = frozenset(record.scopes)
-        return Actor(subject=record.key_id, roles=record.roles, kind="api_key")
+        return Actor(
+            subject=record.key_id, roles=record.roles, kind="api_key", scopes=record.scopes
+        )
 
-    def _require_scope(self, scope: Scope) -> None:
-        """A key with scopes must hold the one the route needs (``*`` holds all); a key without
-        scopes is limited by its roles alone."""
+    def _owner(self, scope: Scope) -> tuple[str, KeyOwner] | None:
         actor = scope.get("aiaas.actor")
         if not isinstance(actor, Actor):
-            return
-        held = self._scopes.get(actor.subject, frozenset())
-        needed = "embeddings:create" if scope["path"].endswith("/embeddings") else "models:read"
-        if held and needed not in held and "*" not in held:
-            raise PermissionDeniedError(
-                f"this API key's scopes do not include {needed}: use a key that has it",
-                code="API_KEY_SCOPE_DENIED",
+            return None
+        owner = self.directory.cached(actor.subject)
+        return None if owner is None else (actor.subject, owner)
+
+    async def _gateway_checks(self, scope: Scope, send: Send, gateway: Gateway) -> Send | None:
+        """Budget and rate limits before any compute: ``send`` with the x-ratelimit headers
+        added, or None when the request was refused (answered and recorded here)."""
+        who = self._owner(scope)
+        if who is None:
+            return send  # not an authenticated call (cannot happen behind AuthMiddleware)
+        key_id, owner = who
+        started = time.perf_counter()
+        verdict = await gateway.admit(owner.organization_id, key_id)
+        if not isinstance(verdict, Refusal):
+            return verdict.wrap(send)
+        request_id = get_request_id() or accept_request_id(_header(scope, b"x-request-id"))
+        await verdict.send(send, request_id)
+        self.usage.record(
+            UsageEvent(
+                occurred_at=datetime.now(UTC),
+                organization_id=owner.organization_id,
+                api_key_id=owner.api_key_id,
+                model_id=None,  # never reached a model
+                request_id=request_id,
+                tokens_consumed=0,
+                latency_ms=round((time.perf_counter() - started) * 1000),
+                status="rate_limited",
+                error_code=verdict.code,
+                region=self.settings.region,
+                cost_usd=Decimal(0),
             )
+        )
+        return None
 
     def _record_usage(self, scope: Scope, outcome: EmbeddingsOutcome) -> None:
-        actor = scope.get("aiaas.actor")
-        owner = self.directory.cached(actor.subject) if isinstance(actor, Actor) else None
-        if owner is None:
+        who = self._owner(scope)
+        if who is None:
             return  # not an authenticated call: nothing to bill
+        key_id, owner = who
         if outcome.status == 200:
             status, code, tokens = "success", None, outcome.prompt_tokens
         elif outcome.status == 429:
@@ -248,6 +254,7 @@ class Service:
                 outcome.error_code or "INTERNAL_ERROR",
                 outcome.prompt_tokens,
             )
+        cost = self.price.cost(tokens) if status == "success" else Decimal(0)
         self.usage.record(
             UsageEvent(
                 occurred_at=datetime.now(UTC),
@@ -260,9 +267,11 @@ class Service:
                 status=status,  # type: ignore[arg-type]
                 error_code=code,
                 region=self.settings.region,
-                cost_usd=self.price.cost(tokens) if status == "success" else Decimal(0),
+                cost_usd=cost,
             )
         )
+        if self.gateway is not None:
+            self.gateway.charge(owner.organization_id, key_id, tokens, cost)
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -343,7 +352,12 @@ class Service:
             raise NotFoundError("inference-service speaks HTTP only")
         path: str = scope["path"]
         if self.embeddings.handles(path):
-            self._require_scope(scope)
+            gateway = self.gateway
+            if gateway is not None and path == "/v1/embeddings" and scope["method"] == "POST":
+                checked = await self._gateway_checks(scope, send, gateway)
+                if checked is None:
+                    return
+                send = checked
             await self.embeddings(scope, receive, send)
             return
         if path not in ("/health", "/ready"):
@@ -367,6 +381,13 @@ class Service:
         await run_lifespan(receive, send, startup=startup, shutdown=self.shutdown)
 
 
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
 def create_app(service: Service) -> ASGIApp:
     """The full stack around ``service``: telemetry, then authentication, then the routes."""
     policy = Policy(
@@ -384,10 +405,10 @@ def create_app(service: Service) -> ASGIApp:
         authenticate=service.authenticate,
         policy=policy,
         rules=[
-            RouteRule("POST", "/v1/embeddings", "embeddings:create"),
-            RouteRule("GET", "/v1/models", "models:read"),
-            RouteRule("GET", "/v1/models/{model}", "models:read"),
-            RouteRule("HEAD", "/v1/models", "models:read"),
+            RouteRule("POST", "/v1/embeddings", "embeddings:create", scope="embeddings:create"),
+            RouteRule("GET", "/v1/models", "models:read", scope="models:read"),
+            RouteRule("GET", "/v1/models/{model}", "models:read", scope="models:read"),
+            RouteRule("HEAD", "/v1/models", "models:read", scope="models:read"),
         ],
         public_paths=PUBLIC_PATHS,
         audit=service.telemetry.audit.auth_hook(),

@@ -7,21 +7,25 @@ Without it (local development) :func:`open_database` starts aiaas-db's local Pos
 ``INFERENCE_SERVICE_LOCAL_DATA_DIR``, kept between runs, or a throwaway cluster), applies the
 platform schema (both components), loads the ``local-dev`` seed (idempotent) and verifies keys
 with the hash key derived from the seed secret (``AIAAS_DB_SEED_SECRET`` or aiaas-db's published
-local-dev default). The cluster is stopped again when the service exits.
+local-dev default). The cluster is stopped again when the service exits, unless it was already
+running before (``aiaas-db local start``): then it is left running. ``fresh=True`` deletes the
+data directory's cluster first (the database starts empty).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
 
 from aiaas_core import AiaasError, KeyedHasher
 
-__all__ = ["Database", "DatabaseError", "open_database", "prepare_platform"]
+__all__ = ["Database", "DatabaseError", "open_database", "prepare_platform", "remove_cluster"]
 
 logger = logging.getLogger("inference-service")
 
@@ -44,6 +48,12 @@ class Database:
     hasher: KeyedHasher = attrs.field(repr=False)
     local: bool = False
     adapter_factory: Callable[[], Any] = _minilm
+    #: Local mode: the cluster's folder (``None`` for a throwaway cluster or a database URL).
+    data_dir: Path | None = None
+    #: Local mode: the server, e.g. ``PostgreSQL 18.1, embedded``.
+    server: str | None = None
+    #: Local mode: the seeded ``local-dev`` key's token (show it to the developer; never log it).
+    api_key: str | None = attrs.field(default=None, repr=False)
 
     async def connect(self) -> Any:
         """A new autocommit psycopg ``AsyncConnection`` (the caller closes it)."""
@@ -83,32 +93,122 @@ def prepare_platform(url: str, *, seed_secret: str, actor: str = "inference-serv
     )
 
 
+def remove_cluster(data_dir: Path) -> bool:
+    """Delete the local PostgreSQL cluster in ``data_dir`` (stopping it first); returns whether
+    there was one. Refuses a folder that holds something other than a cluster."""
+    from aiaas_db import LocalPostgres  # noqa: PLC0415
+
+    if not data_dir.exists():
+        return False
+    if not data_dir.is_dir():
+        raise DatabaseError(f"--data-dir {data_dir} is a file, not a folder: choose a folder")
+    if not any(data_dir.iterdir()):
+        return False
+    if not (
+        (data_dir / "data" / "PG_VERSION").is_file() or (data_dir / "aiaas-local.json").is_file()
+    ):
+        raise DatabaseError(
+            f"--fresh refuses to delete {data_dir}: it holds no local PostgreSQL cluster (no"
+            " data/PG_VERSION); choose another --data-dir or empty the folder yourself"
+        )
+    cluster = LocalPostgres(data_dir)
+    try:
+        cluster.stop()
+    except AiaasError as exc:
+        raise DatabaseError(f"--fresh could not stop the cluster in {data_dir}: {exc}") from exc
+    shutil.rmtree(data_dir)
+    return True
+
+
+def _describe_server(cluster: Any) -> str:
+    info = cluster.info().to_dict()
+    source = info.get("source")
+    return f"PostgreSQL {info['version']}" + (f", {source}" if source else "")
+
+
 @contextmanager
-def open_database(settings: Any, environ: Mapping[str, str]) -> Iterator[Database]:
+def open_database(
+    settings: Any, environ: Mapping[str, str], *, fresh: bool = False
+) -> Iterator[Database]:
     """The database for ``settings`` (see the module docs); raises :class:`DatabaseError`."""
     if settings.database_url is not None:
+        if fresh:
+            raise DatabaseError("--fresh needs local mode: it cannot empty a database given by URL")
         hasher = settings.hasher()
         assert hasher is not None  # settings.load() requires the hash key with a database URL
         yield Database(settings.database_url.get_secret_value(), hasher)
         return
     from aiaas_db import (  # noqa: PLC0415
         LocalPostgres,
+        local_dev_api_key,
         resolve_seed_secret,
         seed_api_key_hasher,
     )
 
     secret = resolve_seed_secret("local-dev", environ)
+    data_dir: Path | None = settings.local_data_dir
     try:
-        if settings.local_data_dir is not None:
-            cluster = LocalPostgres(data_dir=settings.local_data_dir)
+        if data_dir is not None:
+            if fresh and remove_cluster(data_dir):
+                logger.warning(
+                    "--fresh: deleted the local PostgreSQL cluster, starting from an empty one",
+                    extra={"data_dir": str(data_dir)},
+                )
+            cluster = LocalPostgres(data_dir)
         else:
             cluster = LocalPostgres.temporary()
-    except AiaasError as exc:
-        raise DatabaseError(str(exc)) from exc
+    except (AiaasError, OSError, ValueError) as exc:  # ValueError: a damaged state file
+        raise DatabaseError(f"local PostgreSQL in {data_dir}: {exc}") from exc
+    already_running = cluster.running
+    if already_running:
+        logger.warning(
+            "local PostgreSQL was already running (aiaas-db local start, or a run that did not"
+            " stop it): it is used and left running on exit",
+            extra={
+                "data_dir": str(data_dir),
+                "stop_with": f"aiaas-db local stop --data-dir {data_dir}",
+            },
+        )
     try:
-        with cluster:
-            url = cluster.create_database("aiaas")
-            prepare_platform(url, seed_secret=secret)
-            yield Database(url, seed_api_key_hasher(secret), local=True)
+        cluster.start()
+        url = cluster.create_database("aiaas")
+        server = _describe_server(cluster)
+        logger.info(
+            "local PostgreSQL running",
+            extra={"data_dir": str(data_dir) if data_dir else None, "server": server},
+        )
+        prepare_platform(url, seed_secret=secret)
+        database = Database(
+            url,
+            seed_api_key_hasher(secret),
+            local=True,
+            data_dir=data_dir,
+            server=server,
+            api_key=local_dev_api_key(secret),
+        )
+    except BaseException as exc:
+        _stop(cluster, already_running, quiet=True)
+        if isinstance(exc, AiaasError | OSError):
+            raise DatabaseError(f"local PostgreSQL: {exc}") from exc
+        raise
+    try:
+        yield database
+    finally:
+        _stop(cluster, already_running, quiet=False)
+
+
+def _stop(cluster: Any, already_running: bool, *, quiet: bool) -> None:
+    """Stop the cluster unless it ran before; ``quiet``: log a failure instead of raising it
+    (while another error is on its way out)."""
+    where = {"data_dir": str(cluster.base_dir) if cluster.persistent else None}
+    if already_running:
+        logger.info("local PostgreSQL left running: it was running before", extra=where)
+        return
+    try:
+        cluster.stop()
     except AiaasError as exc:
-        raise DatabaseError(f"local PostgreSQL: {exc}") from exc
+        logger.error("local PostgreSQL could not be stopped: %s", exc, extra=where)
+        if quiet:
+            return
+        raise DatabaseError(f"local PostgreSQL could not be stopped: {exc}") from exc
+    logger.info("local PostgreSQL stopped", extra=where)

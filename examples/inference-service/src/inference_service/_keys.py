@@ -7,7 +7,10 @@ were in use keep working through an outage while unknown keys fail closed (503).
 stops working within ``fresh_for`` seconds while the database is up.
 
 :class:`KeyDirectory` maps a public key id to the ``api_key_id`` and ``organization_id`` a usage
-event needs (immutable facts, cached for the life of the process).
+event needs (immutable facts, cached for the life of the process). aiaas-db's
+``PostgresApiKeyStore`` returns both with the key (``ApiKeyRecord.record_id`` and
+``organization_id``), so :meth:`KeyDirectory.learn` needs no query; only a store that does not
+know them costs one lookup per key.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -102,13 +106,41 @@ Lookup = Callable[[str], Awaitable[KeyOwner | None]]
 
 
 class KeyDirectory:
-    """``key_id`` -> :class:`KeyOwner`, read once per key from ``api_keys``."""
+    """``key_id`` -> :class:`KeyOwner`: from the key's record when it carries its owner, else
+    read once per key from ``api_keys``. Holds at most ``max_entries`` keys (oldest dropped)."""
 
-    def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
+    def __init__(
+        self, connect: Callable[[], Awaitable[Any]], *, max_entries: int = 100_000
+    ) -> None:
         self._connect = connect
-        self._owners: dict[str, KeyOwner] = {}
+        self._max = max_entries
+        self._owners: OrderedDict[str, KeyOwner] = OrderedDict()
+
+    def _keep(self, key_id: str, owner: KeyOwner) -> KeyOwner:
+        self._owners[key_id] = owner
+        self._owners.move_to_end(key_id)
+        if len(self._owners) > self._max:
+            self._owners.popitem(last=False)
+        return owner
+
+    async def learn(self, record: ApiKeyRecord) -> KeyOwner | None:
+        """The owner of ``record``'s key: from the record itself when the store filled
+        ``record_id`` and ``organization_id`` (no query), else :meth:`owner`."""
+        if record.record_id is not None and record.organization_id is not None:
+            known = self._owners.get(record.key_id)
+            if known is not None:
+                return known
+            return self._keep(
+                record.key_id,
+                KeyOwner(
+                    api_key_id=uuid.UUID(record.record_id),
+                    organization_id=uuid.UUID(record.organization_id),
+                ),
+            )
+        return await self.owner(record.key_id)
 
     async def owner(self, key_id: str) -> KeyOwner | None:
+        """The owner of ``key_id`` (one ``api_keys`` query the first time; None if unknown)."""
         known = self._owners.get(key_id)
         if known is not None:
             return known
@@ -119,9 +151,7 @@ class KeyDirectory:
             row = await cur.fetchone()
         if row is None:
             return None
-        owner = KeyOwner(api_key_id=row[0], organization_id=row[1])
-        self._owners[key_id] = owner
-        return owner
+        return self._keep(key_id, KeyOwner(api_key_id=row[0], organization_id=row[1]))
 
     def cached(self, key_id: str) -> KeyOwner | None:
         return self._owners.get(key_id)

@@ -18,6 +18,12 @@ from aiaas_core import (
     load_settings,
     setting,
 )
+from inference_service._gateway import (
+    DEFAULT_PLAN_LIMITS,
+    PLAN_TIERS,
+    PlanLimits,
+    parse_plan_limits,
+)
 
 __all__ = ["ENV_PREFIX", "SERVICE_NAME", "Settings", "load"]
 
@@ -44,6 +50,13 @@ def _positive(_inst: object, attr: attrs.Attribute[Any], value: timedelta) -> No
 def _device(_inst: object, _attr: attrs.Attribute[Any], value: str) -> None:
     if value not in {"auto", "cpu"} and not value.startswith("cuda"):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+
+
+_GATEWAY_DEFAULTS: Final = {tier: DEFAULT_PLAN_LIMITS[tier].text() for tier in PLAN_TIERS}
+
+
+def _plan_limits(_inst: object, attr: attrs.Attribute[Any], value: str) -> None:
+    parse_plan_limits(value, DEFAULT_PLAN_LIMITS[attr.name.removeprefix("rate_limits_")])
 
 
 @attrs.frozen
@@ -87,6 +100,49 @@ class Settings:
         help="longest wait before buffered usage events are written",
         validator=_positive,
     )
+    budgets: bool = setting(
+        default=True,
+        help="refuse requests (429 insufficient_quota) of an organisation whose budget"
+        " (organizations.budget_limit_tokens / budget_limit_usd per budget_period) is spent",
+    )
+    budget_refresh: timedelta = setting(
+        default=timedelta(seconds=5),
+        help="how long an organisation's usage read from the database is reused (one read per"
+        " organisation per interval; bounds how late other processes' spend is seen)",
+        validator=_positive,
+    )
+    rate_limits: bool = setting(
+        default=True,
+        help="refuse requests over the plan tier's request/token rate limits (429"
+        " rate_limit_exceeded); the x-ratelimit-* headers are sent either way",
+    )
+    processes: int = setting(
+        default=1,
+        help="service processes sharing the database: each enforces the plan's rate limits"
+        " divided by this (rate limits are kept per process)",
+        validator=_at_least_one,
+    )
+    rate_limits_free: str = setting(
+        default=_GATEWAY_DEFAULTS["free"],
+        help="per-minute limits of the free tier: key_rpm, key_tpm (per API key), org_rpm,"
+        " org_tpm (per organisation), e.g. key_rpm=60,org_tpm=200000 (unnamed: the default)",
+        validator=_plan_limits,
+    )
+    rate_limits_starter: str = setting(
+        default=_GATEWAY_DEFAULTS["starter"],
+        help="per-minute limits of the starter tier (as rate_limits_free)",
+        validator=_plan_limits,
+    )
+    rate_limits_pro: str = setting(
+        default=_GATEWAY_DEFAULTS["pro"],
+        help="per-minute limits of the pro tier (as rate_limits_free)",
+        validator=_plan_limits,
+    )
+    rate_limits_enterprise: str = setting(
+        default=_GATEWAY_DEFAULTS["enterprise"],
+        help="per-minute limits of the enterprise tier (as rate_limits_free)",
+        validator=_plan_limits,
+    )
     graceful_timeout: timedelta = setting(
         default=timedelta(seconds=30),
         help="how long accepted requests and the usage flush may take after SIGTERM",
@@ -94,9 +150,21 @@ class Settings:
     )
     local_data_dir: Path | None = setting(
         default=None,
-        help="where the local PostgreSQL keeps its data (local mode); unset: a throwaway cluster",
+        help="where the local PostgreSQL keeps its data (local mode, kept between runs); unset:"
+        " the command uses aiaas-db's default data directory, open_database() a throwaway cluster",
     )
-    tracing: bool = setting(default=True, help="export traces over OTLP (OTEL_* variables)")
+    tracing: bool | None = setting(
+        default=None,
+        help="export traces over OTLP (OTEL_* variables); unset: on only when"
+        " OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set",
+    )
+
+    def plan_limits(self) -> dict[str, PlanLimits]:
+        """The rate limits of every plan tier (whole-platform figures, per minute)."""
+        return {
+            tier: parse_plan_limits(getattr(self, f"rate_limits_{tier}"), DEFAULT_PLAN_LIMITS[tier])
+            for tier in PLAN_TIERS
+        }
 
     def hasher(self) -> KeyedHasher | None:
         """The keyed hasher for API key digests, when a hash key is configured."""

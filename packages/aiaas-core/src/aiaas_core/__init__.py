@@ -50,7 +50,10 @@ _LAZY: dict[str, str] = {
     "PolicyBundle": "_policy",
     "PolicyError": "_policy",
     "PolicyRule": "_policy",
+    "RateDecision": "_ratelimit",
+    "RateLimit": "_ratelimit",
     "RateLimitedError": "_errors",
+    "RateLimiter": "_ratelimit",
     "RouteRule": "_auth_middleware",
     "Secret": "_config",
     "ServiceUnavailableError": "_errors",
@@ -63,6 +66,7 @@ _LAZY: dict[str, str] = {
     "deprecated": "_versioning",
     "error_body": "_errors",
     "error_response": "_errors",
+    "error_response_schema": "_contracts",
     "generate_api_key": "_apikeys",
     "get_actor": "_context",
     "get_request_id": "_context",
@@ -121,7 +125,10 @@ __all__ = [
     "PolicyBundle",
     "PolicyError",
     "PolicyRule",
+    "RateDecision",
+    "RateLimit",
     "RateLimitedError",
+    "RateLimiter",
     "RouteRule",
     "Secret",
     "ServiceUnavailableError",
@@ -135,6 +142,7 @@ __all__ = [
     "deprecated",
     "error_body",
     "error_response",
+    "error_response_schema",
     "generate_api_key",
     "get_actor",
     "get_request_id",
@@ -192,6 +200,7 @@ if TYPE_CHECKING:
         set_actor,
         set_trace,
     )
+    from aiaas_core._contracts import error_response_schema
     from aiaas_core._errors import (
         AiaasError,
         AuthenticationError,
@@ -231,6 +240,7 @@ if TYPE_CHECKING:
         PolicyRule,
         load_policy_bundle,
     )
+    from aiaas_core._ratelimit import RateDecision, RateLimit, RateLimiter
     from aiaas_core._serving import run_lifespan, send_json, signals_end_normally
     from aiaas_core._versioning import (
         AiaasDeprecationWarning,

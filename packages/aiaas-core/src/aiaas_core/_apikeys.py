@@ -261,9 +261,9 @@ def _check_digest(_inst: object, _attribute: attrs.Attribute[str], value: object
         ) from None
 
 
-def _check_optional_subject(_inst: object, _attribute: attrs.Attribute[str], value: object) -> None:
+def _check_optional_subject(_inst: object, attribute: attrs.Attribute[str], value: object) -> None:
     if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise ValueError("subject must be a non-empty string or None")
+        raise ValueError(f"{attribute.name} must be a non-empty string or None")
 
 
 @attrs.frozen(kw_only=True)
@@ -273,6 +273,10 @@ class ApiKeyRecord:
 
     ``status``: ``active``; ``rotating`` (replaced by a newer key, still accepted until its
     ``expires_at``); ``revoked`` (never accepted again).
+
+    ``organization_id`` is the tenant that owns the key and ``record_id`` the store's own id of
+    the key (e.g. a database primary key), when the store knows them (both optional), so a
+    service can bill a request without a second lookup.
     """
 
     key_id: str = attrs.field(validator=_check_key_id)
@@ -285,6 +289,8 @@ class ApiKeyRecord:
     status: ApiKeyStatus = attrs.field(default="active", validator=_check_status)
     expires_at: datetime | None = attrs.field(default=None, validator=_aware)
     last_used_at: datetime | None = attrs.field(default=None, validator=_aware)
+    organization_id: str | None = attrs.field(default=None, validator=_check_optional_subject)
+    record_id: str | None = attrs.field(default=None, validator=_check_optional_subject)
 
     def is_expired(self, now: datetime) -> bool:
         """Whether the key is past its expiry at ``now`` (a key expires at ``expires_at``)."""
@@ -530,9 +536,15 @@ class ApiKeyVerifier:
 
     async def verify(self, token: str) -> Actor:
         """The actor ``token`` authenticates: kind ``api_key``, the record's subject (or the key
-        id when it has none) and its roles. Raises :class:`AuthenticationError` otherwise."""
+        id when it has none), its roles and its scopes. Raises :class:`AuthenticationError`
+        otherwise."""
         record = await self.verify_record(token)
-        return Actor(subject=record.subject or record.key_id, roles=record.roles, kind="api_key")
+        return Actor(
+            subject=record.subject or record.key_id,
+            roles=record.roles,
+            kind="api_key",
+            scopes=record.scopes,
+        )
 
     async def verify_record(self, token: str) -> ApiKeyRecord:
         """Like :meth:`verify`, but returns the whole record (scopes included).

@@ -49,6 +49,8 @@ status code                        when
                                    actor), or a path value cannot form a permission
 403    ``AUTH_ROUTE_UNMAPPED``     no route rule covers this method and path (deny by
                                    default)
+403    ``AUTH_SCOPE_DENIED``       the route rule names a ``scope`` the actor's scopes do
+                                   not include (the actor has scopes, none is ``*``)
 500    ``INTERNAL_ERROR``          the authenticator raised something other than an
                                    ``AiaasError`` (only its type is logged), or returned
                                    something other than an ``Actor``
@@ -74,6 +76,12 @@ of the path, so ``/v1/environments/`` is not ``/v1/environments``.
 ``handoff:env-{environment}``. A filled segment must be a valid permission segment (letters,
 digits, ``.``, ``_``, ``-``; see :mod:`aiaas_core._policy`); when a path value cannot make one
 (``/v1/environments/bad%20name/handoff``) the request is denied with ``AUTH_ROLE_DENIED``.
+
+``RouteRule(..., scope="embeddings:create")`` also requires a *scope*: scopes narrow what the
+roles allow, per credential (an API key made for one job). An actor with no scopes
+(``Actor.scopes == ()``) is limited by its roles alone; an actor with scopes must hold the rule's
+scope or ``*``, else the request is denied with ``AUTH_SCOPE_DENIED``. The policy is checked
+first, so a denial names the permission when both would fail.
 
 Lookup order: templates without placeholders first (a dictionary lookup), then templates with
 placeholders in declaration order (one precompiled regular expression per method). Two rules
@@ -131,6 +139,9 @@ _METHOD_RE: Final = re.compile(r"[A-Z]{1,20}|\*")
 _PARAM_RE: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _LITERAL_SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9._~!$&'()+,;=:@%-]*")
 _PERMISSION_SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SCOPE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+#: The error code of a request whose route needs a scope the actor's scopes lack.
+_SCOPE_DENIED: Final = "AUTH_SCOPE_DENIED"
 _HEADER_NAME_RE: Final = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
 _TOKEN_RE: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _BEARER: Final = "bearer"
@@ -208,6 +219,16 @@ def _permission_parts(permission: object, params: tuple[str, ...]) -> tuple[str,
     return action, resource
 
 
+def _check_scope(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not _SCOPE_RE.fullmatch(value):
+        raise ValueError(
+            "scope must be a concrete scope name (a letter or digit, then letters, digits and"
+            f" '._:/-'; at most 128 characters; not '*'), got {value!r}"
+        )
+
+
 def _to_method(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"method must be a string, got {type(value).__name__}")
@@ -219,14 +240,16 @@ def _to_method(value: object) -> str:
 
 @attrs.frozen
 class RouteRule:
-    """The permission a route needs: ``RouteRule("GET", "/v1/x/{id}", "x:{id}")``.
+    """The permission a route needs: ``RouteRule("GET", "/v1/x/{id}", "x:{id}")``, and
+    optionally the scope an actor with scopes must hold (``scope="x:read"``).
 
-    See the module documentation for the template and placeholder grammar.
+    See the module documentation for the template and placeholder grammar and for scopes.
     """
 
     method: str = attrs.field(converter=_to_method)
     path_template: str
     permission: str
+    scope: str | None = attrs.field(default=None, kw_only=True, validator=_check_scope)
     _template: _Template = attrs.field(
         init=False,
         repr=False,
@@ -574,6 +597,26 @@ class AuthMiddleware:
                     action,
                     resource,
                     decision.reason,
+                    actor=actor,
+                    rule=decision.rule,
+                )
+                return
+            needed = found[0].scope if found is not None else None
+            if needed is not None and not actor.has_scope(needed):
+                denial = PermissionDeniedError(
+                    f"Permission denied: this credential's scopes do not include {needed};"
+                    " use a credential that has it",
+                    code=_SCOPE_DENIED,
+                )
+                await self._reject(
+                    scope,
+                    send,
+                    denial,
+                    method,
+                    path,
+                    action,
+                    resource,
+                    f"the actor's scopes do not include {needed}",
                     actor=actor,
                     rule=decision.rule,
                 )

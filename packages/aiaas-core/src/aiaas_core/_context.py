@@ -51,7 +51,7 @@ def _non_empty(_inst: object, attribute: attrs.Attribute[str], value: str) -> No
 
 def _roles(_inst: object, attribute: attrs.Attribute[tuple[str, ...]], value: object) -> None:
     if not isinstance(value, tuple) or not all(isinstance(r, str) and r for r in value):
-        raise ValueError(f"{attribute.name} must be a tuple of non-empty role names")
+        raise ValueError(f"{attribute.name} must be a tuple of non-empty names")
 
 
 def _kind(_inst: object, _attribute: attrs.Attribute[str], value: str) -> None:
@@ -69,11 +69,24 @@ def _to_roles(value: object) -> tuple[str, ...]:
 
 @attrs.frozen
 class Actor:
-    """Who is acting: a subject (user id, service name, API key id) and its roles."""
+    """Who is acting: a subject (user id, service name, API key id), its roles and, for a
+    credential that carries them (an API key), its scopes.
+
+    ``scopes`` narrow what the roles allow (see :class:`~aiaas_core.RouteRule`'s ``scope``):
+    empty (the default) means the actor is limited by its roles alone; ``*`` holds every scope.
+    """
 
     subject: str = attrs.field(validator=_non_empty)
     roles: tuple[str, ...] = attrs.field(converter=_to_roles, validator=_roles)
     kind: ActorKind = attrs.field(default="user", validator=_kind)
+    scopes: tuple[str, ...] = attrs.field(
+        default=(), converter=_to_roles, validator=_roles, kw_only=True
+    )
+
+    def has_scope(self, scope: str) -> bool:
+        """Whether a route that needs ``scope`` is open to this actor: an actor without scopes
+        is limited by its roles alone; otherwise it must hold ``scope`` or ``*``."""
+        return not self.scopes or scope in self.scopes or "*" in self.scopes
 
 
 _request_id: ContextVar[str | None] = ContextVar("aiaas_request_id", default=None)

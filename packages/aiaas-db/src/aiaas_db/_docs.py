@@ -76,7 +76,7 @@ _Q_CONSTRAINTS: Final = """
     FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
     JOIN pg_namespace n ON n.oid = c.relnamespace
     LEFT JOIN pg_class f ON f.oid = con.confrelid
-    WHERE {system}
+    WHERE {system} AND con.contype <> 'n'  -- PostgreSQL 18's NOT NULL rows: attnotnull says it
     ORDER BY c.relname, con.conname
 """.replace("{system}", _SYSTEM)
 _Q_INDEXES: Final = """

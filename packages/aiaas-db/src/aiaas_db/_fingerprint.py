@@ -73,6 +73,9 @@ _TEMPLATES: Final[dict[str, str]] = {
         LEFT JOIN pg_class c ON c.oid = con.conrelid
         LEFT JOIN pg_type t ON t.oid = con.contypid
         WHERE {system}
+          -- NOT NULL: pg_constraint rows since PostgreSQL 17 (domains) and 18 (columns), which
+          -- the columns' and types' own not-null flags already cover on every version
+          AND con.contype <> 'n'
     """,
     "indexes": """
         SELECT pg_get_indexdef(i.indexrelid)

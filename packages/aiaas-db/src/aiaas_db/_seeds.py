@@ -47,6 +47,7 @@ import attrs
 
 from aiaas_db._dbops import ConnOrDsn, format_window, open_connection, parse_window
 from aiaas_db._errors import MigrationRefusedError
+from aiaas_db._usage import USAGE_EVENT_COLUMNS
 
 if TYPE_CHECKING:
     import psycopg
@@ -97,20 +98,6 @@ _BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 _PROTECTED: Final = frozenset({"production"})
 _LOCK_KEY: Final = int.from_bytes(hashlib.sha256(b"aiaas-db seed").digest()[:8], "big", signed=True)
 _ROLES: Final = ("owner", "admin", "developer", "billing")
-_EVENT_COLUMNS: Final = (
-    "usage_event_id",
-    "occurred_at",
-    "organization_id",
-    "api_key_id",
-    "model_id",
-    "request_id",
-    "tokens_consumed",
-    "latency_ms",
-    "status",
-    "error_code",
-    "region",
-    "cost_usd",
-)
 
 
 class SeedError(MigrationRefusedError):
@@ -693,7 +680,7 @@ class _Writer:
             "CREATE TEMP TABLE IF NOT EXISTS aiaas_seed_usage_events"
             " (LIKE usage_events INCLUDING DEFAULTS) ON COMMIT DROP"
         )
-        columns = ", ".join(_EVENT_COLUMNS)
+        columns = ", ".join(USAGE_EVENT_COLUMNS)
         try:
             with self.conn.cursor().copy(
                 f"COPY aiaas_seed_usage_events ({columns}) FROM STDIN"

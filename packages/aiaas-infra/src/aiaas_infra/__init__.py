@@ -149,6 +149,7 @@ _LAZY: dict[str, str] = {
     "oaep_label": "_sealing",
     "observability_links": "_handoff",
     "open_state": "_state",
+    "packaged_crds_dir": "_validate",
     "plan": "_plan",
     "preflight": "_preflight",
     "read_package": "_access",
@@ -298,6 +299,7 @@ __all__ = [
     "oaep_label",
     "observability_links",
     "open_state",
+    "packaged_crds_dir",
     "plan",
     "preflight",
     "read_package",
@@ -508,6 +510,7 @@ if TYPE_CHECKING:
     from aiaas_infra._validate import (
         ManifestProblem,
         ManifestValidator,
+        packaged_crds_dir,
         validate_objects,
     )
 

@@ -15,8 +15,8 @@ Exit codes (:class:`ExitCode`) are stable, for scripts and CI::
     64 USAGE: bad command-line usage
 
 The Linode token comes from ``LINODE_TOKEN``; ``LINODE_API_URL`` points elsewhere (the
-emulator). State lives in ``--state`` (a directory or ``s3://bucket/prefix``), by default
-``AIAAS_INFRA_STATE`` or ``.aiaas-infra/`` beside the spec.
+emulator, whose root then also serves the S3 calls). State lives in ``--state`` (a directory or
+``s3://bucket/prefix``), by default ``AIAAS_INFRA_STATE`` or ``.aiaas-infra/`` beside the spec.
 """
 
 from __future__ import annotations
@@ -446,7 +446,10 @@ def state_unlock(spec_path: Path | None, state_location: str | None, yes: bool) 
 def emulator(
     port: int, host: str, ready_delay: float, kubeconfig_delay: float, token: str | None
 ) -> None:
-    """Run the Linode API v4 emulator until interrupted."""
+    """Run the Linode API v4 emulator, and its S3 endpoint, until interrupted.
+
+    Point the CLI at it with the two lines it prints first (LINODE_TOKEN, LINODE_API_URL): S3
+    calls follow LINODE_API_URL to the emulator."""
     import time  # noqa: PLC0415
 
     from aiaas_infra._emulator import LinodeEmulator  # noqa: PLC0415

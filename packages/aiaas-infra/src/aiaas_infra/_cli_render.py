@@ -1,8 +1,13 @@
 """``aiaas-infra render``: write the GitOps tree for a spec, validated strictly.
 
+Validation is on by default: core kinds against kubernetes-validate's schemas (the ``validate``
+extra), ArgoCD and SealedSecret objects against the CRDs packaged with aiaas-infra, or those in
+``--crds DIR`` / ``AIAAS_INFRA_CRDS``.
+
 Exit codes: 0 written; 4 (INVALID) the spec is invalid or a rendered object fails validation
-(nothing is written then); 64 (USAGE) bad usage, e.g. validation without CRD schemas; a bundle
-item not sealed yet in ``--sealed`` is reported with the command that seals it.
+(nothing is written then); 64 (USAGE) bad usage, e.g. validation without kubernetes-validate
+installed; a bundle item not sealed yet in ``--sealed`` is reported with the command that seals
+it.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ CRDS_ENV = "AIAAS_INFRA_CRDS"
     "crds_dir",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     default=None,
-    help=f"Directory of the ArgoCD and SealedSecret CRDs to validate with [default: {CRDS_ENV}].",
+    help="Directory of the ArgoCD and SealedSecret CRDs to validate with "
+    f"[default: {CRDS_ENV}, else the CRDs packaged with aiaas-infra].",
 )
 @click.option(
     "--validate/--no-validate",
@@ -71,11 +77,6 @@ def render_cmd(
     out, err = _consoles()
     if crds_dir is None and os.environ.get(CRDS_ENV):
         crds_dir = Path(os.environ[CRDS_ENV])
-    if validate and crds_dir is None:
-        raise click.UsageError(
-            f"validation needs the CRD schemas: pass --crds DIR (or set {CRDS_ENV}), "
-            "or --no-validate"
-        )
     spec = _load(spec_path)
     sealed = None
     if sealed_path is not None:
@@ -85,12 +86,12 @@ def render_cmd(
     rendered = render_platform(spec, sealed=sealed)
     problems: list[str] = []
     if validate:
-        from aiaas_infra._validate import validate_objects  # noqa: PLC0415
+        from aiaas_infra._validate import packaged_crds_dir, validate_objects  # noqa: PLC0415
 
         try:
             found = validate_objects(
                 rendered.objects,
-                crds_dir=crds_dir,
+                crds_dir=crds_dir if crds_dir is not None else packaged_crds_dir(),
                 kubernetes_version=spec.cluster.kubernetes_version,
             )
         except (ImportError, ValueError) as exc:  # no kubernetes-validate; no CRDs; old version

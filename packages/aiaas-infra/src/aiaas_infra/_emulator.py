@@ -11,9 +11,10 @@ for a while; account limits, region capabilities and plan availability are confi
 faults can be injected: status storms (429 with Retry-After, 5xx), latency, responses lost after
 a successful create, and timeouts.
 
-Bucket lifecycle rules go through the S3 API on real Linode, so the emulator also answers the
-S3 lifecycle calls (``GET``/``PUT``/``DELETE /{bucket}?lifecycle``, path style) for keys it
-issued, and ``PUT /{bucket}/{key}`` so a test can make a bucket non-empty.
+Bucket lifecycle rules and the S3 state backend go through the S3 API on real Linode, so the
+emulator is also its own S3 endpoint (:mod:`aiaas_infra._emulator_s3`): path style at its root
+URL, SigV4-signed with the keys it issued, serving bucket lifecycle configuration, object
+``PUT``/``GET``/``HEAD``/``DELETE`` and ListObjectsV2.
 
 Admin endpoints under ``/_emulator/`` (faults, request log, out-of-band changes) let a test
 drive an emulator running in another process (``aiaas-infra emulator --port N``).
@@ -30,7 +31,6 @@ import secrets
 import socket
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +39,8 @@ from typing import Any, ClassVar, Final, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs
+
+from aiaas_infra._emulator_s3 import S3Object, S3Response, S3Service
 
 __all__ = [
     "AccountLimits",
@@ -348,6 +350,7 @@ class _Store:
         self.databases: dict[int, JSON] = {}
         self.ready_at: dict[tuple[str, Any], float] = {}
         self.lifecycle: dict[str, str] = {}  # bucket label -> lifecycle XML
+        self.objects: dict[str, dict[str, S3Object]] = {}  # bucket label -> key -> object
         self.secrets: dict[int, str] = {}  # key id -> secret
 
     def new_id(self) -> int:
@@ -518,9 +521,11 @@ class LinodeEmulator:
         self._window_start = time.monotonic()
         self._window_count = 0
         self.store = _Store(self)
+        self.s3 = S3Service(self.store)
         self._faults: list[list[Any]] = []  # [fault, remaining]
         self._faults_lock = threading.Lock()
         self._log: list[RequestRecord] = []
+        self._s3_log: list[RequestRecord] = []
         self._log_lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -691,9 +696,18 @@ class LinodeEmulator:
             if (method is None or r.method == method) and pattern.search(r.path)
         )
 
+    @property
+    def s3_requests(self) -> list[RequestRecord]:
+        """Requests received on the S3 endpoint (path with the first query parameter, e.g.
+        ``/bucket?lifecycle``), and the status each was answered."""
+        with self._log_lock:
+            return list(self._s3_log)
+
     def reset_requests(self) -> None:
+        """Forget the API and S3 request logs."""
         with self._log_lock:
             self._log.clear()
+            self._s3_log.clear()
 
     def _record(self, record: RequestRecord) -> None:
         with self._log_lock:
@@ -723,6 +737,9 @@ class LinodeEmulator:
                     self._delete_cluster(key)
                 else:
                     del table[key]
+                    if kind == "buckets":
+                        self.store.lifecycle.pop(label, None)
+                        self.store.objects.pop(label, None)
 
     def update_out_of_band(self, kind: str, label: str, **changes: Any) -> None:
         """Change fields of a resource by label behind the tool's back."""
@@ -737,14 +754,16 @@ class LinodeEmulator:
             raise KeyError(f"no {kind} labelled {label!r}")
 
     def put_object(self, bucket_label: str, key: str, size: int = 1) -> None:
-        """Store an object in a bucket (a non-empty bucket cannot be deleted)."""
+        """Store an object of ``size`` bytes in a bucket, behind the S3 API's back (a non-empty
+        bucket cannot be deleted)."""
         with self.store.lock:
             bucket = self.store.bucket_by_label(bucket_label)
             if bucket is None:
                 raise KeyError(f"no bucket {bucket_label!r}")
-            bucket["objects"] += 1
-            bucket["size"] += size
-            del key
+            objects = self.store.objects.setdefault(bucket_label, {})
+            objects[key] = S3Object.of(b"\0" * size)
+            bucket["objects"] = len(objects)
+            bucket["size"] = sum(len(o.data) for o in objects.values())
 
     def lifecycle_xml(self, bucket_label: str) -> str | None:
         with self.store.lock:
@@ -1506,6 +1525,7 @@ class LinodeEmulator:
             raise _bad("Bucket is not empty: delete its objects first")
         del self.store.buckets[f"{bucket['region']}/{label}"]
         self.store.lifecycle.pop(label, None)
+        self.store.objects.pop(label, None)
         return {}
 
     def _key_json(self, key: JSON, *, secret: str | None = None) -> JSON:
@@ -1825,73 +1845,27 @@ class LinodeEmulator:
         db = self._database(did)
         return {"password": self.store.secrets[-db["id"]], "username": "akmadmin"}
 
-    # -- S3 lifecycle ---------------------------------------------------------------------------
+    # -- S3 -------------------------------------------------------------------------------------
 
     def handle_s3(
         self,
         method: str,
-        path: str,
-        query: Mapping[str, list[str]],
+        raw_path: str,
+        raw_query: str,
         headers: Mapping[str, str],
         body: bytes,
-    ) -> tuple[int, bytes]:
-        parts = [unquote(p) for p in path.strip("/").split("/") if p]
-        if not parts:
-            return _s3_error(400, "InvalidRequest", "no bucket")
-        bucket_label = parts[0]
-        with self.store.lock:
-            bucket = self.store.bucket_by_label(bucket_label)
-            if bucket is None:
-                return _s3_error(404, "NoSuchBucket", "The specified bucket does not exist")
-            auth = headers.get("authorization", "")
-            match = re.search(r"Credential=([^/]+)/", auth)
-            key = next(
-                (
-                    k
-                    for k in self.store.keys.values()
-                    if match and k["access_key"] == match.group(1)
-                ),
-                None,
-            )
-            writes = method in ("PUT", "DELETE")
-            if key is None or (
-                key["limited"]
-                and not any(
-                    g["bucket_name"] == bucket_label
-                    and (g["permissions"] == "read_write" or not writes)
-                    for g in key["bucket_access"]
-                )
-            ):
-                return _s3_error(403, "AccessDenied", "Access Denied")
-            if "lifecycle" in query:
-                if method == "GET":
-                    xml = self.store.lifecycle.get(bucket_label)
-                    if xml is None:
-                        return _s3_error(
-                            404,
-                            "NoSuchLifecycleConfiguration",
-                            "The lifecycle configuration does not exist",
-                        )
-                    return 200, xml.encode()
-                if method == "PUT":
-                    try:
-                        ET.fromstring(body)  # noqa: S314 -- test emulator parsing its client's XML
-                    except ET.ParseError:
-                        return _s3_error(
-                            400, "MalformedXML", "The XML you provided was not well-formed"
-                        )
-                    self.store.lifecycle[bucket_label] = body.decode()
-                    return 200, b""
-                if method == "DELETE":
-                    self.store.lifecycle.pop(bucket_label, None)
-                    return 204, b""
-            if method == "PUT" and len(parts) > 1:
-                bucket["objects"] += 1
-                bucket["size"] += len(body)
-                return 200, b""
-        return _s3_error(
-            400, "NotImplemented", "The emulator serves lifecycle and object puts only"
-        )
+    ) -> S3Response:
+        """Serve one request on the S3 endpoint (:class:`~aiaas_infra._emulator_s3.S3Service`)
+        and record it in :attr:`s3_requests`."""
+        response = self.s3.handle(method, raw_path, raw_query, headers, body)
+        first = raw_query.split("&", 1)[0].split("=", 1)[0]
+        path = unquote(raw_path) + (f"?{unquote(first)}" if first else "")
+        self._record_s3(RequestRecord(method, path, response.status))
+        return response
+
+    def _record_s3(self, record: RequestRecord) -> None:
+        with self._log_lock:
+            self._s3_log.append(record)
 
     # -- admin ----------------------------------------------------------------------------------
 
@@ -1908,6 +1882,8 @@ class LinodeEmulator:
         if path == "/requests" and method == "DELETE":
             self.reset_requests()
             return 200, {}
+        if path == "/s3-requests" and method == "GET":
+            return 200, {"data": [attrs.asdict(r) for r in self.s3_requests]}
         m = re.fullmatch(r"/resources/(\w+)", path)
         if m and method == "GET":
             return 200, {"data": self.resources(m.group(1))}
@@ -1943,14 +1919,6 @@ class LinodeEmulator:
         return over, headers
 
 
-def _s3_error(status: int, code: str, message: str) -> tuple[int, bytes]:
-    body = (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-    )
-    return status, body.encode()
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out as separate writes
@@ -1972,6 +1940,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._handle("DELETE")
+
+    def do_HEAD(self) -> None:
+        """HEAD is an S3 request (HeadBucket, HeadObject); the Linode API has none."""
+        split = urlsplit(self.path)
+        if split.path.startswith(("/v4/", "/_emulator/")) or split.path == "/v4":
+            self._read_body()
+            self.send_response(405)
+            self.send_header("Allow", "GET, POST, PUT, DELETE")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self._handle("HEAD")
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -2005,6 +1985,17 @@ class _Handler(BaseHTTPRequestHandler):
         if payload:
             self.wfile.write(payload)
 
+    def _send_s3(self, method: str, response: S3Response) -> None:
+        self.send_response(response.status)
+        headers = {k.lower(): (k, v) for k, v in response.headers.items()}
+        if "content-length" not in headers:
+            self.send_header("Content-Length", str(len(response.body)))
+        for name, value in headers.values():
+            self.send_header(name, value)
+        self.end_headers()
+        if response.body and method != "HEAD":
+            self.wfile.write(response.body)
+
     def _handle(self, method: str) -> None:
         em = self.server.emulator
         split = urlsplit(self.path)
@@ -2020,8 +2011,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, json.dumps(out).encode(), {})
             return
         if not split.path.startswith("/v4/") and split.path != "/v4":
-            status, xml = em.handle_s3(method, split.path, query, headers, raw)
-            self._send(status, xml, {}, ctype="application/xml")
+            self._send_s3(method, em.handle_s3(method, split.path, split.query, headers, raw))
             return
         path = split.path[len("/v4") :] or "/"
         faults = em._take_fault(method, path)

@@ -29,7 +29,7 @@ only for custom resources, as the real server does.
 
 ::
 
-    with FakeKubeApiServer(crds=shared / "fixtures" / "crds") as kube:
+    with FakeKubeApiServer(crds=aiaas_infra.packaged_crds_dir()) as kube:
         kube.write_kubeconfig(tmp_path / "kubeconfig")
         ...
         assert kube.call_counts()["apply"] == 12
@@ -217,7 +217,9 @@ class FakeKubeApiServer:
     """A fake Kubernetes API server in a thread (see the module docs for what it enforces).
 
     ``crds`` is a directory of CustomResourceDefinition YAML files to install (their schemas
-    validate custom resources); ``clock`` returns the current time (token expiry);
+    validate custom resources; ``aiaas_infra.packaged_crds_dir()`` holds the ArgoCD and
+    SealedSecret ones); without it, no custom kind but PrometheusRule is served, as on a new
+    cluster; ``clock`` returns the current time (token expiry);
     ``namespaces`` exist from the start (add ``argocd`` and ``monitoring`` to stand for a
     cluster where Argo CD and kube-prometheus-stack are installed).
     """

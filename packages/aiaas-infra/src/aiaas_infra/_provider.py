@@ -18,6 +18,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -31,6 +32,21 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_API_URL", "Inventory", "LinodeProvider", "Scope"]
 
 DEFAULT_API_URL: Final = "https://api.linode.com/v4"
+
+
+def api_s3_endpoint(api_url: str) -> str | None:
+    """The S3 endpoint a Linode API URL implies: ``None`` for Linode's own API (``*.linode.com``,
+    where each bucket's regional endpoint, ``https://<cluster>.linodeobjects.com``, serves S3);
+    for any other API server -- the emulator, a test double -- that server's root URL, which
+    serves the S3 API beside ``/v4`` (``http://127.0.0.1:8080/v4`` -> ``http://127.0.0.1:8080``).
+    """
+    parts = urlsplit(api_url)
+    host = (parts.hostname or "").lower()
+    if not parts.scheme or not host or host == "linode.com" or host.endswith(".linode.com"):
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 _T = TypeVar("_T")
 JSON = dict[str, Any]
 
@@ -142,7 +158,8 @@ class LinodeProvider:
 
     ``token`` comes from ``LINODE_TOKEN`` and ``base_url`` from ``LINODE_API_URL`` with
     :meth:`from_env`. ``clock`` and ``retry`` are injectable so tests and benchmarks do not
-    really wait; ``poll_interval`` is how often readiness is checked.
+    really wait; ``poll_interval`` is how often readiness is checked. S3 calls (bucket lifecycle
+    rules) go to :meth:`s3_endpoint_url`.
     """
 
     def __init__(
@@ -187,7 +204,8 @@ class LinodeProvider:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> LinodeProvider:
         """Build from ``LINODE_TOKEN``, ``LINODE_API_URL`` and, for S3 calls,
-        ``LINODE_OBJ_ENDPOINT``, ``LINODE_OBJ_ACCESS_KEY`` and ``LINODE_OBJ_SECRET_KEY``;
+        ``LINODE_OBJ_ENDPOINT`` (default: see :meth:`s3_endpoint_url`),
+        ``LINODE_OBJ_ACCESS_KEY`` and ``LINODE_OBJ_SECRET_KEY``;
         ``AIAAS_INFRA_POLL_INTERVAL`` and ``AIAAS_INFRA_REQUEST_TIMEOUT`` (seconds) tune waits."""
         from aiaas_core import Secret  # noqa: PLC0415
 
@@ -1105,10 +1123,7 @@ class LinodeProvider:
         from botocore.config import Config  # noqa: PLC0415
 
         region = bucket.attrs["region"]
-        endpoint = (
-            self.obj_endpoint
-            or f"https://{bucket.raw.get('s3_endpoint') or region + '-1.linodeobjects.com'}"
-        )
+        endpoint = self.s3_endpoint_url(bucket)
         # A session per client: boto3's default session is not safe across threads.
         return boto3.session.Session().client(
             "s3",
@@ -1123,6 +1138,19 @@ class LinodeProvider:
                 read_timeout=self.request_timeout,
             ),
         )
+
+    def s3_endpoint_url(self, bucket: LiveResource) -> str:
+        """Where ``bucket``'s S3 calls go: ``obj_endpoint`` (``LINODE_OBJ_ENDPOINT``) when set;
+        else, when ``base_url`` is not Linode's API (the emulator), that server's root (see
+        :func:`api_s3_endpoint`); else the bucket's regional endpoint as Linode reports it
+        (``https://us-ord-1.linodeobjects.com``)."""
+        if self.obj_endpoint:
+            return self.obj_endpoint
+        derived = api_s3_endpoint(self.base_url)
+        if derived is not None:
+            return derived
+        region = bucket.attrs["region"]
+        return f"https://{bucket.raw.get('s3_endpoint') or region + '-1.linodeobjects.com'}"
 
     def _with_s3(self, bucket: LiveResource, write: bool, action: Callable[[Any], _T]) -> _T:
         if self.obj_credentials is not None:

@@ -409,14 +409,30 @@ class S3StateBackend:
 def open_state(location: str | os.PathLike[str], **s3_options: Any) -> StateStore:
     """A :class:`StateStore` for a directory path or an ``s3://bucket/prefix`` URL.
 
-    For S3 the endpoint comes from ``s3_options['endpoint_url']`` or ``AIAAS_STATE_S3_ENDPOINT``.
+    For S3 the endpoint comes from ``s3_options['endpoint_url']``, else
+    ``AIAAS_STATE_S3_ENDPOINT``, else ``LINODE_OBJ_ENDPOINT``, else the S3 endpoint a
+    non-Linode ``LINODE_API_URL`` implies (the emulator's root, see
+    :func:`~aiaas_infra._provider.api_s3_endpoint`), else boto3's default. Credentials: the
+    ``access_key``/``secret_key`` options, else ``LINODE_OBJ_ACCESS_KEY`` and
+    ``LINODE_OBJ_SECRET_KEY`` when both are set, else boto3's usual sources.
     """
+    from aiaas_infra._provider import api_s3_endpoint  # noqa: PLC0415
+
     text = os.fspath(location)
     if text.startswith("s3://"):
         bucket, _, prefix = text[len("s3://") :].partition("/")
         if not bucket:
             raise ValueError(f"no bucket in state URL {text!r}")
-        s3_options.setdefault("endpoint_url", os.environ.get("AIAAS_STATE_S3_ENDPOINT") or None)
+        env = os.environ
+        s3_options.setdefault(
+            "endpoint_url",
+            env.get("AIAAS_STATE_S3_ENDPOINT")
+            or env.get("LINODE_OBJ_ENDPOINT")
+            or api_s3_endpoint(env.get("LINODE_API_URL", "")),
+        )
+        if env.get("LINODE_OBJ_ACCESS_KEY") and env.get("LINODE_OBJ_SECRET_KEY"):
+            s3_options.setdefault("access_key", env["LINODE_OBJ_ACCESS_KEY"])
+            s3_options.setdefault("secret_key", env["LINODE_OBJ_SECRET_KEY"])
         return StateStore(S3StateBackend(bucket, prefix, **s3_options))
     return StateStore(LocalStateBackend(text))
 

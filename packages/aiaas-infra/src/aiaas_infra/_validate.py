@@ -5,9 +5,10 @@
   cluster's Kubernetes version (the newest shipped version not newer than it). Install with
   ``pip install 'aiaas-infra[validate]'``.
 * Custom resources (ArgoCD AppProject/ApplicationSet/Application, Bitnami SealedSecret) against
-  the ``openAPIV3Schema`` of the CustomResourceDefinitions in a directory the caller names (the
-  CRDs are not packaged). Strict like ``kubectl apply --validate=strict``: an object that would
-  have fields pruned is an error; ``metadata`` is checked as an ObjectMeta.
+  the ``openAPIV3Schema`` of their CustomResourceDefinitions: by default the copies packaged with
+  aiaas-infra (:func:`packaged_crds_dir`, attribution in its ``README.md``), or those in a
+  directory the caller names. Strict like ``kubectl apply --validate=strict``: an object that
+  would have fields pruned is an error; ``metadata`` is checked as an ObjectMeta.
 * ``monitoring.coreos.com/v1`` PrometheusRule against a schema of its documented fields.
 * Every object: label keys and values, names, and references inside the set (a RoleBinding's
   Role, an autoscaler's Deployment, Service and PodDisruptionBudget selectors).
@@ -26,7 +27,14 @@ from typing import Any, Final
 
 import attrs
 
-__all__ = ["DEFAULT_KUBERNETES_VERSION", "ManifestProblem", "ManifestValidator", "validate_objects"]
+__all__ = [
+    "DEFAULT_KUBERNETES_VERSION",
+    "PACKAGED_CRDS_DIR",
+    "ManifestProblem",
+    "ManifestValidator",
+    "packaged_crds_dir",
+    "validate_objects",
+]
 
 DEFAULT_KUBERNETES_VERSION: Final = "1.31"
 
@@ -67,6 +75,22 @@ def _json_path(parts: Iterable[object]) -> str:
 
 
 # -- schemas ------------------------------------------------------------------------------------
+
+
+def packaged_crds_dir() -> Path:
+    """The directory of the ArgoCD and SealedSecret CRDs shipped with aiaas-infra.
+
+    Validation uses it unless given another ``crds_dir``; its ``README.md`` names the upstream
+    source, commit and licence of each file.
+    """
+    from importlib.resources import files  # noqa: PLC0415
+
+    return Path(str(files("aiaas_infra") / "crds"))
+
+
+#: :func:`packaged_crds_dir`, the default ``crds_dir`` of validation.
+PACKAGED_CRDS_DIR: Final = packaged_crds_dir()
+
 
 _OBJECT_META: Final[dict[str, Any]] = {
     "type": "object",
@@ -241,14 +265,15 @@ def _core_schemas(kubernetes_version: str) -> tuple[str, Any, Path]:
 class ManifestValidator:
     """Validates objects strictly; compiled schemas are cached per kind.
 
-    ``crds_dir`` holds CustomResourceDefinition YAML files (e.g. ``shared/fixtures/crds``);
-    without it, custom resources other than PrometheusRule are reported as unvalidated.
+    ``crds_dir`` holds CustomResourceDefinition YAML files; by default the CRDs packaged with
+    aiaas-infra (:func:`packaged_crds_dir`). ``crds_dir=None`` validates without any CRD: custom
+    resources other than PrometheusRule are then reported as unvalidated.
     """
 
     def __init__(
         self,
         *,
-        crds_dir: str | Path | None = None,
+        crds_dir: str | Path | None = PACKAGED_CRDS_DIR,
         kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
     ) -> None:
         self.kubernetes_version = kubernetes_version
@@ -418,9 +443,13 @@ def _check_references(objects: list[Mapping[str, Any]]) -> list[ManifestProblem]
 def validate_objects(
     objects: Iterable[Mapping[str, Any]],
     *,
-    crds_dir: str | Path | None = None,
+    crds_dir: str | Path | None = PACKAGED_CRDS_DIR,
     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
 ) -> list[ManifestProblem]:
-    """Validate rendered objects strictly (see the module docs); returns every problem."""
+    """Validate rendered objects strictly (see the module docs); returns every problem.
+
+    ``crds_dir`` as in :class:`ManifestValidator`: the packaged CRDs unless another directory
+    (or ``None``, no CRDs) is given.
+    """
     validator = ManifestValidator(crds_dir=crds_dir, kubernetes_version=kubernetes_version)
     return validator.validate_all(objects)

@@ -129,7 +129,14 @@ class RemoteEmulator:
         response.raise_for_status()
         return [RequestRecord(**r) for r in response.json()["data"]]
 
+    def s3_requests(self) -> list[RequestRecord]:
+        """Requests the emulator's S3 endpoint received (see ``LinodeEmulator.s3_requests``)."""
+        response = self._http.get("/s3-requests")
+        response.raise_for_status()
+        return [RequestRecord(**r) for r in response.json()["data"]]
+
     def reset_requests(self) -> None:
+        """Forget the API and S3 request logs."""
         self._http.delete("/requests").raise_for_status()
 
     def resources(self, kind: str) -> list[dict[str, Any]]:
