@@ -115,6 +115,7 @@ def test_cli_summary_exit_code_reflects_failed_sessions(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
+        timeout=60,
     )
     assert ok.returncode == 0
     assert ok.stdout.splitlines()[-1] == "tests: 3 passed, 0 failed, 0 skipped"
@@ -124,6 +125,7 @@ def test_cli_summary_exit_code_reflects_failed_sessions(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
+        timeout=60,
     )
     assert bad.returncode == 1
     assert "sessions: 1 passed, 1 failed" in bad.stdout
@@ -132,6 +134,7 @@ def test_cli_summary_exit_code_reflects_failed_sessions(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
+        timeout=60,
     )
     assert naive.returncode == 2
     assert "timezone" in naive.stderr
@@ -140,6 +143,7 @@ def test_cli_summary_exit_code_reflects_failed_sessions(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
+        timeout=60,
     )
     assert rep.returncode == 0
     assert "Failure history" in rep.stdout

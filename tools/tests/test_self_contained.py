@@ -45,6 +45,7 @@ def repository_files(root: Path = ROOT) -> list[Path]:
         cwd=root,
         capture_output=True,
         check=True,
+        timeout=120,
     ).stdout
     names = sorted({n for n in listed.decode().split("\0") if n})
     # A tracked file deleted in the working tree is not part of what would be committed.

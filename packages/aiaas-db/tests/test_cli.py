@@ -281,6 +281,7 @@ def local_dir() -> Iterator[Path]:
         [sys.executable, "-m", "aiaas_db", "local", "stop", "--data-dir", str(folder / "pg")],
         check=False,
         capture_output=True,
+        timeout=120,
     )
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -294,7 +295,7 @@ def test_local_cluster_and_migrate_without_dsn(local_dir: Path, sets: SetWriter)
 
     def sh(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(exe), *args], env=env, capture_output=True, text=True, check=False
+            [str(exe), *args], env=env, capture_output=True, text=True, check=False, timeout=180
         )
 
     stopped = sh("local", "status", "-o", "json")

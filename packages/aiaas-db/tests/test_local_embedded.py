@@ -63,7 +63,7 @@ def new_os_user() -> Iterator[str]:
     name = f"aiaas_t{uuid.uuid4().hex[:8]}"
     yield name
     if AS_ROOT:
-        subprocess.run(["userdel", name], capture_output=True, check=False)
+        subprocess.run(["userdel", name], capture_output=True, check=False, timeout=60)
 
 
 def _stop(*clusters: LocalPostgres) -> None:
@@ -273,7 +273,9 @@ def test_root_falls_back_to_the_wheels_user_when_there_is_no_postgres_user(
     finally:
         pg.stop()
         if AS_ROOT and not existed:
-            subprocess.run(["userdel", "embedded_postgres"], capture_output=True, check=False)
+            subprocess.run(
+                ["userdel", "embedded_postgres"], capture_output=True, check=False, timeout=60
+            )
 
 
 def test_wheel_under_a_private_folder_is_copied_for_the_service_user(
@@ -388,7 +390,12 @@ def test_cli_reports_version_and_source(open_tmp: Path) -> None:
 
     def sh(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(CLI), "local", *args], env=env, capture_output=True, text=True, check=False
+            [str(CLI), "local", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
         )
 
     try:

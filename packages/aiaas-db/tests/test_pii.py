@@ -189,7 +189,9 @@ def test_import_stays_cheap() -> None:
         "import sys, aiaas_db; aiaas_db.PiiProtector; aiaas_db.write_audit;"
         "print('cryptography' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == "False"
 
 

@@ -52,7 +52,9 @@ def test_import_is_lazy() -> None:
         "heavy = [m for m in ('psycopg', 'rich', 'click', 'opentelemetry', 'aiaas_db._migrator') "
         "if m in sys.modules]; print(heavy)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == "[]"
 
 

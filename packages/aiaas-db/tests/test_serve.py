@@ -904,7 +904,7 @@ def test_cli_serves_until_sigterm(
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     contract.check(anonymous, "get", ENTITIES, 401)
     body = contract.check(allowed, "get", ENTITIES, 200)

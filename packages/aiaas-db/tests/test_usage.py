@@ -138,7 +138,10 @@ async def test_buffered_while_the_database_is_down_then_written(
     with caplog.at_level(logging.WARNING, logger="aiaas.db.usage"):
         for i in range(5):
             assert writer.record(event(request_id=f"down-{i}"))  # requests go on
-        await asyncio.sleep(0.3)
+        for _ in range(1000):  # a condition, not a time: the writer has tried and failed
+            if writer.stats.write_failures >= 1 and not writer.stats.database_up:
+                break
+            await asyncio.sleep(0.01)
         assert not writer.stats.database_up
         assert writer.stats.pending == 5
         assert writer.stats.write_failures >= 1

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -191,26 +192,106 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert "0.1.0" in out
 
 
-def test_emulator_command_serves_until_interrupted() -> None:
-    argv = [sys.executable, "-c", "import sys; from aiaas_infra._cli import main; sys.exit(main())"]
-    with subprocess.Popen(
-        [*argv, "emulator", "--port", "0", "--ready-delay", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            lines = [proc.stdout.readline() for _ in range(3)]
-            url = next(
-                line.split("=", 1)[1].strip()
-                for line in lines
-                if line.startswith("export LINODE_API_URL=")
-            )
-            with RemoteEmulator(url.rsplit("/v4", 1)[0]) as remote:
-                assert remote.resources("clusters") == []
-        finally:
-            proc.send_signal(signal.SIGINT)
-            _out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0
+# The child restores Python's default SIGINT handling itself: a shell's background job starts
+# its children with SIGINT ignored, and the tests must not depend on how they were started.
+EMULATOR_ARGV = [
+    sys.executable,
+    "-c",
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from aiaas_infra._cli import main; sys.exit(main())",
+    "emulator",
+    "--port",
+    "0",
+    "--ready-delay",
+    "0",
+]
+
+
+def spawn_emulator() -> subprocess.Popen[str]:
+    """The emulator command as a child; killed after 60 s whatever happens, so that no read of
+    its output and no wait can hang the test run."""
+    proc = subprocess.Popen(
+        EMULATOR_ARGV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    watchdog = threading.Timer(60, proc.kill)
+    watchdog.daemon = True
+    watchdog.start()
+    return proc
+
+
+def stop_emulator(proc: subprocess.Popen[str], sig: signal.Signals) -> tuple[int, str]:
+    """Send ``sig``; wait (bounded) for the exit. Returns the exit code and stderr."""
+    proc.send_signal(sig)
+    try:
+        _out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=20)
+        pytest.fail(f"aiaas-infra emulator did not exit within 20 s of {sig.name}")
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_emulator_command_serves_until_interrupted(sig: signal.Signals) -> None:
+    proc = spawn_emulator()
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+        url = next(
+            line.split("=", 1)[1].strip()
+            for line in lines
+            if line.startswith("export LINODE_API_URL=")
+        )
+        with RemoteEmulator(url.rsplit("/v4", 1)[0]) as remote:
+            assert remote.resources("clusters") == []
+    finally:
+        code, err = stop_emulator(proc, sig)
+    assert code == 0, err
     assert "Linode API emulator on" in err
+    assert "Traceback" not in err
+    assert "aborted" not in err
+
+
+def test_emulator_command_exits_0_on_a_signal_right_after_its_banner() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM) * 3:
+        proc = spawn_emulator()
+        assert proc.stderr is not None
+        banner = proc.stderr.readline()  # printed before the export lines, signal at once
+        code, err = stop_emulator(proc, sig)
+        assert "Linode API emulator on" in banner
+        assert (code, err) == (0, ""), (sig.name, err)
+
+
+def test_emulator_command_does_not_depend_on_the_callers_sigint_disposition() -> None:
+    """A test run from a background shell job has SIGINT ignored and its children inherit it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = spawn_emulator()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("export ")
+    code, err = stop_emulator(proc, signal.SIGINT)
+    assert code == 0, err
+
+
+def test_emulator_command_on_a_busy_port_says_so_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    with LinodeEmulator() as busy:
+        code, out, err = run(capsys, "emulator", "--port", str(busy.port))
+    assert code == ExitCode.ERROR == 1
+    assert out == ""
+    assert err.count("\n") == 1, err
+    assert err.startswith("EMULATOR_PORT_IN_USE: cannot listen on 127.0.0.1:"), err
+    assert "--port" in err
+    # Signal handling is the command's own: the caller's handlers are back.
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_emulator_command_on_an_address_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "emulator", "--host", "192.0.2.1", "--port", "0")  # TEST-NET-1
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1, err
+    assert err.startswith("EMULATOR_LISTEN_FAILED: cannot listen on 192.0.2.1:0: "), err

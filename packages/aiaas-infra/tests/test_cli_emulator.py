@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,6 +63,9 @@ def emulator_process() -> Iterator[dict[str, str]]:
         text=True,
         env=env,
     )
+    watchdog = threading.Timer(300, proc.kill)  # no read of its output can hang the run
+    watchdog.daemon = True
+    watchdog.start()
     try:
         assert proc.stdout is not None
         printed: dict[str, str] = {}
@@ -74,6 +78,7 @@ def emulator_process() -> Iterator[dict[str, str]]:
         assert printed["LINODE_API_URL"] == f"http://127.0.0.1:{port}/v4"
         yield printed
     finally:
+        watchdog.cancel()
         proc.terminate()
         proc.wait(timeout=10)
         for stream in (proc.stdout, proc.stderr):

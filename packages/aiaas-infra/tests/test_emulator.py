@@ -106,13 +106,60 @@ def test_errors_and_headers(emulator: LinodeEmulator) -> None:
         assert header in response.headers
     unauthenticated = requests.get(emulator.url + "/regions", timeout=5)
     assert unauthenticated.status_code == 401
-    assert raw(emulator, "PATCH", "/regions").status_code == 501  # http.server: unsupported method
+    assert raw(emulator, "PATCH", "/regions").status_code == 405  # Linode API v4 has no PATCH
     assert raw(emulator, "PUT", "/regions").status_code == 405
-    assert raw(emulator, "GET", "/nothing/here").status_code == 404
+    assert raw(emulator, "GET", "/nothing/here").status_code == 501  # not emulated
     bad_json = requests.post(
         emulator.url + "/vpcs", data="{", headers={"Authorization": "Bearer t"}, timeout=5
     )
     assert bad_json.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/linode/instances"),
+        ("POST", "/linode/instances"),
+        ("GET", "/tags"),
+        ("GET", "/lke/clusters/123/dashboard"),
+        ("PATCH", "/regions/us-ord/../../account"),
+    ],
+)
+def test_endpoints_it_does_not_emulate_say_so(
+    emulator: LinodeEmulator, client: LinodeClient, method: str, path: str
+) -> None:
+    response = raw(emulator, method, path)
+    assert response.status_code == 501
+    (error,) = response.json()["errors"]
+    assert error["reason"].startswith(f"{method} /v4")
+    assert "is not emulated by aiaas-infra's Linode emulator" in error["reason"]
+    assert "LKE clusters" in error["reason"]  # what it does emulate
+    assert response.headers["Content-Type"] == "application/json"
+
+
+def test_linode_api4_sees_not_emulated_apart_from_not_found(
+    emulator: LinodeEmulator, client: LinodeClient
+) -> None:
+    with pytest.raises(ApiError) as missing:
+        client.get("/networking/firewalls/999999")
+    assert (missing.value.status, missing.value.errors) == (404, ["Not found"])
+    for call in (client.linode.instances, client.tags):
+        with pytest.raises(ApiError) as unknown:
+            call()
+        assert unknown.value.status == 501
+        (reason,) = unknown.value.errors
+        assert "is not emulated by aiaas-infra's Linode emulator" in reason
+    with pytest.raises(ApiError, match="POST /v4/tags is not emulated"):
+        client.post("/tags", data={"label": "team-a"})
+    long_path = "/x" * 500
+    reason = raw(emulator, "GET", long_path).json()["errors"][0]["reason"]
+    assert len(reason) < 700  # a hostile path is not echoed in full
+
+
+def test_admin_paths_it_does_not_know_say_so(emulator: LinodeEmulator) -> None:
+    response = requests.get(emulator.root + "/_emulator/nope", timeout=5)
+    assert response.status_code == 404
+    assert "is not an admin endpoint" in response.json()["errors"][0]["reason"]
 
 
 def test_token_is_checked_when_configured() -> None:
@@ -132,9 +179,11 @@ def test_token_is_checked_when_configured() -> None:
         assert em.env()["LINODE_TOKEN"] == "right"
 
 
-def test_clusters_pools_and_kubeconfig_become_ready(
-    client: LinodeClient, emulator: LinodeEmulator
-) -> None:
+def test_clusters_pools_and_kubeconfig_become_ready() -> None:
+    # Long delays hold everything in provisioning while the test looks; ready_now() ends them
+    # (no assumption on how fast this machine is).
+    emulator = LinodeEmulator(ready_delay=3600, kubeconfig_delay=3600).start()
+    client = LinodeClient("token", base_url=emulator.url, retry=False)
     cluster = client.lke.cluster_create(
         "us-ord", "c1", "1.31", node_pools=[{"type": "g6-standard-2", "count": 3, "label": "p"}]
     )
@@ -144,12 +193,40 @@ def test_clusters_pools_and_kubeconfig_become_ready(
     assert info.value.status == 503
     assert info.value.response.headers["Retry-After"] == "1"
     assert "not yet available" in str(info.value)
-    time.sleep(0.05)
+    pools = client.get(f"/lke/clusters/{cluster.id}/pools")["data"]
+    assert {n["status"] for n in pools[0]["nodes"]} == {"not_ready"}
+    emulator.ready_now()
     assert client.get(f"/lke/clusters/{cluster.id}")["status"] == "ready"
     pools = client.get(f"/lke/clusters/{cluster.id}/pools")["data"]
     assert all(n["status"] == "ready" for n in pools[0]["nodes"])
     assert len(pools[0]["nodes"]) == 3
     assert "kubeconfig" in client.get(f"/lke/clusters/{cluster.id}/kubeconfig")
+    emulator.stop()
+
+
+def test_provisioning_ends_once_its_delay_has_passed(
+    client: LinodeClient, emulator: LinodeEmulator
+) -> None:
+    """The delays themselves: waited for as a condition, with a generous deadline."""
+    cluster = client.lke.cluster_create(
+        "us-ord", "c2", "1.31", node_pools=[{"type": "g6-standard-2", "count": 1, "label": "p"}]
+    )
+    db = client.database.postgresql_create("db-two", "us-ord", "postgresql/16", "g6-nanode-1")
+    kubeconfig = raw(emulator, "GET", f"/lke/clusters/{cluster.id}/kubeconfig")
+    deadline = time.monotonic() + 30
+    while True:
+        states = (
+            client.get(f"/lke/clusters/{cluster.id}")["status"],
+            client.get(f"/databases/postgresql/instances/{db.id}")["status"],
+            kubeconfig.status_code,
+        )
+        if states == ("ready", "active", 200):
+            break
+        assert kubeconfig.status_code in (200, 503), kubeconfig.text
+        assert time.monotonic() < deadline, states
+        time.sleep(0.01)
+        kubeconfig = raw(emulator, "GET", f"/lke/clusters/{cluster.id}/kubeconfig")
+    assert "kubeconfig" in kubeconfig.json()
 
 
 def test_lke_rules(client: LinodeClient, emulator: LinodeEmulator) -> None:
@@ -338,7 +415,9 @@ def test_buckets_keys_and_s3_lifecycle(emulator: LinodeEmulator, client: LinodeC
     )
 
 
-def test_vpcs_subnets_and_databases(emulator: LinodeEmulator, client: LinodeClient) -> None:
+def test_vpcs_subnets_and_databases() -> None:
+    emulator = LinodeEmulator(database_delay=3600).start()  # provisioning until ready_now()
+    client = LinodeClient("token", base_url=emulator.url, retry=False)
     vpc = client.vpcs.create("net", "us-ord")
     subnet = vpc.subnet_create("a", ipv4="10.0.0.0/24")
     for bad in ("8.8.8.0/24", "10.0.0.128/25", "10.1.0.0/30"):
@@ -356,13 +435,15 @@ def test_vpcs_subnets_and_databases(emulator: LinodeEmulator, client: LinodeClie
         client.delete(f"/vpcs/{vpc.id}/subnets/{subnet.id}")
     with pytest.raises(ApiError, match="not active yet"):
         client.put(f"/databases/postgresql/instances/{db.id}", data={"type": "g6-standard-1"})
-    time.sleep(0.03)
+    assert client.get(f"/databases/postgresql/instances/{db.id}")["status"] == "provisioning"
+    emulator.ready_now()
     assert client.get(f"/databases/postgresql/instances/{db.id}")["status"] == "active"
     with pytest.raises(ApiError, match="cannot be decreased"):
         client.put(f"/databases/postgresql/instances/{db.id}", data={"cluster_size": 0})
     assert (
         client.get(f"/databases/postgresql/instances/{db.id}/credentials")["username"] == "akmadmin"
     )
+    emulator.stop()
 
 
 def test_out_of_band_helpers_and_remote_control(

@@ -40,6 +40,7 @@ def _issue_key(role: str, hash_key: str) -> tuple[str, str]:
         capture_output=True,
         text=True,
         check=True,
+        timeout=60,
     ).stdout
     token = re.search(r"API key \(shown once\): (\S+)", out)
     entry = re.search(r"AIAAS_HANDOFF_API_KEYS entry: (\S+)", out)
@@ -93,7 +94,7 @@ def test_serve_as_a_process(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=20)
     assert anonymous.status_code == 401
     assert listed.status_code == 200
     assert [e["name"] for e in listed.json()["data"]] == [

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, cast
 
+import httpx
 import pytest
 import schemathesis
 from handoff_support import Keys, LogCapture, handoff_server
@@ -77,3 +78,59 @@ def test_fuzz(operations: list[Any], base: str, keys: Keys, mode: GenerationMode
         assert {200, 403, 423} <= set(seen)
     else:
         assert {400, 404} <= set(seen)
+
+
+def test_generated_credentials_meet_the_schemas_answers(base: str) -> None:
+    """Schemathesis's own credentials (any string in Authorization or X-API-Key, empty, both
+    headers at once), with its default checks and expected statuses: a request the served schema
+    allows is never answered 400 (ST202); a malformed credential is a rejected one, 401."""
+    schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
+    assert schema.config.generation.with_security_parameters
+    seen: dict[int, int] = {}
+    for result in schema.get_all_operations():
+        operation = cast(Any, result).ok()
+
+        @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+        @settings(
+            max_examples=60,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def run(case: Any) -> None:
+            response = case.call_and_validate(base_url=base)
+            seen[response.status_code] = seen.get(response.status_code, 0) + 1
+
+        run()
+    assert set(seen) == {401}
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        ({"X-API-Key": ""}, "empty"),
+        ({"Authorization": "Bearer two words"}, None),
+        ({"X-API-Key": "not a token!"}, None),
+        ({"Authorization": "Bearer aiaas_x", "X-API-Key": "aiaas_y"}, None),
+    ],
+)
+def test_malformed_credentials_answer_401_with_their_code(
+    base: str, headers: dict[str, str], detail: str | None
+) -> None:
+    response = httpx.get(f"{base}/v1/environments", headers=headers, timeout=10)
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["www-authenticate"] == 'Bearer realm="aiaas"'
+    body = response.json()
+    assert (body["status"], body["title"], body["code"]) == (
+        401,
+        "Unauthorized",
+        "AUTH_HEADER_INVALID",
+    )
+    assert int(response.headers["content-length"]) == len(response.content)
+    if detail is not None:
+        assert detail in body["detail"]
+    for value in headers.values():
+        if value:
+            assert value.removeprefix("Bearer ") not in response.text  # never echoed

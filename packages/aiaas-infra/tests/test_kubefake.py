@@ -5,8 +5,10 @@ bootstrap and access code drive it."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -575,3 +577,320 @@ async def test_kubernetes_asyncio_typed_client(kube: FakeKubeApiServer) -> None:
             await core.read_namespace("typed")
     finally:
         await api.close()
+
+
+# -- transport: body framing -----------------------------------------------------------------
+
+
+def _raw(
+    kube: FakeKubeApiServer, data: bytes, responses: int
+) -> tuple[list[tuple[int, dict[str, str], bytes]], bytes | None]:
+    """Send ``data`` as it is on one connection and read ``responses`` responses; then, when
+    the last one says ``Connection: close``, whatever else the server sends before closing
+    (``b""``: nothing), else ``None``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(kube.url)
+    out: list[tuple[int, dict[str, str], bytes]] = []
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(data)
+        reader = sock.makefile("rb")
+        for _ in range(responses):
+            status = int(reader.readline().split()[1])
+            headers: dict[str, str] = {}
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                key, _, value = line.decode().partition(":")
+                headers[key.strip().lower()] = value.strip()
+            out.append((status, headers, reader.read(int(headers.get("content-length", 0)))))
+        rest = reader.read() if out[-1][1].get("connection") == "close" else None
+    return out, rest
+
+
+def _request(method: str, path: str, token: str, headers: str, body: bytes = b"") -> bytes:
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: fake\r\nAuthorization: Bearer {token}\r\n{headers}\r\n"
+    ).encode() + body
+
+
+def test_a_chunked_body_is_read_whole_and_the_next_request_follows(
+    kube: FakeKubeApiServer, http: httpx.Client
+) -> None:
+    payload = json.dumps(configmap("chunked", {"text": "x" * 5000})).encode()
+    chunks = [payload[:7], payload[7:4100], payload[4100:]]
+    body = b"".join(
+        f"{len(c):x}{';ext=1' if i == 1 else ''}\r\n".encode() + c + b"\r\n"
+        for i, c in enumerate(chunks)
+    )
+    body += b"0\r\nX-Trailer: yes\r\n\r\n"
+    data = _request(
+        "POST",
+        CM_PATH,
+        kube.admin_token,
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n",
+        body,
+    ) + _request("GET", f"{CM_PATH}/chunked", kube.admin_token, "")
+    ((created, c_headers, created_body), (got, _h, got_body)), _rest = _raw(kube, data, 2)
+    assert created == 201, created_body
+    assert "close" not in c_headers.get("connection", "")
+    assert json.loads(created_body)["data"]["text"] == "x" * 5000
+    assert got == 200
+    assert json.loads(got_body)["metadata"]["name"] == "chunked"
+    assert http.get(f"{CM_PATH}/chunked").json()["data"] == {"text": "x" * 5000}
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "code", "reason", "message"),
+    [
+        ("Transfer-Encoding: chunked\r\n", b"zz\r\n{}\r\n0\r\n\r\n", 400, "BadRequest", "chunk"),
+        ("Transfer-Encoding: chunked\r\n", b"2\r\n{}}\r\n0\r\n\r\n", 400, "BadRequest", "chunk"),
+        (
+            "Transfer-Encoding: chunked\r\n",
+            b"1" * 5000 + b"\r\n",
+            400,
+            "BadRequest",
+            "chunk-size line",
+        ),
+        (
+            "Transfer-Encoding: chunked\r\nContent-Length: 9\r\n",
+            b"2\r\n{}\r\n0\r\n\r\n",
+            400,
+            "BadRequest",
+            "both Transfer-Encoding and Content-Length",
+        ),
+        (
+            "Transfer-Encoding: chunked\r\n",
+            b"2\r\n{}\r\n0\r\n" + b"X-T: 1\r\n" * 101 + b"\r\n",
+            400,
+            "BadRequest",
+            "too many trailer fields",
+        ),
+        ("Transfer-Encoding: gzip, chunked\r\n", b"", 501, "NotImplemented", "'gzip, chunked'"),
+        ("Content-Length: -1\r\n", b"", 400, "BadRequest", "Content-Length"),
+        ("Content-Length: 2\r\nContent-Length: 3\r\n", b"{}", 400, "BadRequest", "Length"),
+        ("Content-Length: 4194304\r\n", b"", 413, "RequestEntityTooLarge", "3145728 bytes"),
+        (
+            "Transfer-Encoding: chunked\r\n",
+            b"300001\r\n",
+            413,
+            "RequestEntityTooLarge",
+            "3145728 bytes",
+        ),
+    ],
+)
+def test_bad_framing_is_refused_and_the_connection_closed(  # noqa: PLR0917
+    kube: FakeKubeApiServer, headers: str, body: bytes, code: int, reason: str, message: str
+) -> None:
+    data = _request("POST", CM_PATH, kube.admin_token, headers, body)
+    # whatever follows must not be read as a request: the connection is closed
+    data += _request("GET", "/api/v1/namespaces", kube.admin_token, "")
+    [(status, response_headers, raw)], rest = _raw(kube, data, 1)
+    assert status == code
+    assert response_headers["connection"] == "close"
+    assert rest == b""  # closed, the rest never read as a request
+    answer = json.loads(raw)
+    assert (answer["kind"], answer["reason"], answer["code"]) == ("Status", reason, code)
+    assert message in answer["message"]
+
+
+def test_a_body_cut_short_gets_no_answer(kube: FakeKubeApiServer) -> None:
+    for headers, body in (
+        ("Content-Length: 100\r\n", b"{}"),
+        ("Transfer-Encoding: chunked\r\n", b"10\r\n{}"),
+        ("Transfer-Encoding: chunked\r\n", b"2\r\n{}\r\n0\r\nX-Trailer: 1\r\n"),
+    ):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(kube.url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            sock.sendall(_request("POST", CM_PATH, kube.admin_token, headers, body))
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(1024) == b""  # closed without a response
+    assert kube.get_object("ConfigMap", "cut", "team") is None
+
+
+# -- discovery and OpenAPI -------------------------------------------------------------------
+
+
+def test_discovery_lists_what_is_served(http: httpx.Client, kube: FakeKubeApiServer) -> None:
+    api = http.get("/api").json()
+    assert api["kind"] == "APIVersions"
+    assert api["versions"] == ["v1"]
+    groups = http.get("/apis").json()
+    assert groups["kind"] == "APIGroupList"
+    names = {g["name"]: g for g in groups["groups"]}
+    assert {"apps", "rbac.authorization.k8s.io", "argoproj.io", "bitnami.com"} <= set(names)
+    assert names["autoscaling"]["preferredVersion"] == {
+        "groupVersion": "autoscaling/v2",
+        "version": "v2",
+    }
+    assert http.get("/apis/argoproj.io").json()["versions"][0]["groupVersion"] == (
+        "argoproj.io/v1alpha1"
+    )
+    core = http.get("/api/v1").json()
+    assert core["kind"] == "APIResourceList"
+    assert core["groupVersion"] == "v1"
+    by_name = {r["name"]: r for r in core["resources"]}
+    assert by_name["configmaps"] == {
+        "name": "configmaps",
+        "singularName": "configmap",
+        "namespaced": True,
+        "kind": "ConfigMap",
+        "verbs": ["create", "delete", "get", "list", "patch", "update"],
+        "shortNames": ["cm"],
+    }
+    assert by_name["namespaces"]["namespaced"] is False
+    assert by_name["serviceaccounts/token"]["kind"] == "TokenRequest"
+    rbac = http.get("/apis/rbac.authorization.k8s.io/v1").json()
+    assert {r["kind"] for r in rbac["resources"]} == {
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    }
+    for missing in ("/apis/example.com", "/apis/example.com/v1", "/api/v2", "/apis/apps/v9"):
+        assert http.get(missing).status_code == 404
+    assert httpx.get(f"{kube.url}/api").status_code == 401  # discovery needs a token too
+    assert kube.calls[-1].verb == "discovery"
+
+
+def test_aggregated_discovery_when_asked_for(http: httpx.Client) -> None:
+    accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+    for path, expect_core in (("/api", True), ("/apis", False)):
+        response = http.get(path, headers={"Accept": accept})
+        assert response.headers["content-type"] == (
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        )
+        doc = response.json()
+        assert doc["kind"] == "APIGroupDiscoveryList"
+        names = [item["metadata"].get("name", "") for item in doc["items"]]
+        assert ("" in names) is expect_core
+        assert (len(names) > 1) is not expect_core
+    core = http.get("/api", headers={"Accept": accept}).json()["items"][0]["versions"][0]
+    sa = next(r for r in core["resources"] if r["resource"] == "serviceaccounts")
+    assert sa["scope"] == "Namespaced"
+    assert sa["shortNames"] == ["sa"]
+    assert sa["subresources"][0]["subresource"] == "token"
+    # a client that does not ask gets the legacy document
+    older = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+    assert http.get("/api", headers={"Accept": older}).json()["kind"] == "APIVersions"
+
+
+def test_a_custom_kind_is_discovered_only_with_its_crd() -> None:
+    with FakeKubeApiServer() as bare:
+        headers = {"Authorization": f"Bearer {bare.admin_token}"}
+        groups = httpx.get(f"{bare.url}/apis", headers=headers).json()["groups"]
+        assert "argoproj.io" not in {g["name"] for g in groups}
+        assert "monitoring.coreos.com" in {g["name"] for g in groups}
+        index = httpx.get(f"{bare.url}/openapi/v3", headers=headers).json()["paths"]
+        assert "apis/argoproj.io/v1alpha1" not in index
+
+
+def test_openapi_v3_tells_kubectl_to_validate_on_the_server(http: httpx.Client) -> None:
+    index = http.get("/openapi/v3").json()["paths"]
+    assert {"api/v1", "apis/apps/v1", "apis/argoproj.io/v1alpha1"} <= set(index)
+    url = index["api/v1"]["serverRelativeURL"]
+    assert url.startswith("/openapi/v3/api/v1?hash=")
+    doc = http.get(url).json()
+    assert doc["openapi"] == "3.0.0"
+    item = doc["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"]
+    patch = item["patch"]
+    assert patch["x-kubernetes-group-version-kind"] == {
+        "group": "",
+        "version": "v1",
+        "kind": "ConfigMap",
+    }
+    assert {"fieldValidation", "fieldManager", "force"} <= {p["name"] for p in patch["parameters"]}
+    assert "post" in doc["paths"]["/api/v1/namespaces"]
+    rbac = http.get(index["apis/rbac.authorization.k8s.io/v1"]["serverRelativeURL"]).json()
+    assert "/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}" in rbac["paths"]
+    assert http.get("/openapi/v3/apis/example.com/v1").status_code == 404
+    assert http.get("/openapi/v4").status_code == 404
+
+
+def test_openapi_v2_as_json_and_protobuf(http: httpx.Client) -> None:
+    doc = http.get("/openapi/v2").json()
+    assert (doc["swagger"], doc["definitions"]) == ("2.0", {})
+    pb = http.get(
+        "/openapi/v2",
+        headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"},
+    )
+    assert pb.headers["content-type"] == (
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    )
+    title, version = b"Kubernetes (aiaas fake)", b"v1.31.0"
+    info = bytes([0x0A, len(title)]) + title + bytes([0x12, len(version)]) + version
+    assert pb.content == b"\x0a\x032.0" + bytes([0x12, len(info)]) + info
+
+
+def test_field_selectors(http: httpx.Client) -> None:
+    for name in ("fs-a", "fs-b"):
+        assert http.post(CM_PATH, json=configmap(name, {})).status_code == 201
+    listed = http.get(CM_PATH, params={"fieldSelector": "metadata.name=fs-a"}).json()
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["fs-a"]
+    others = http.get(
+        CM_PATH, params={"fieldSelector": "metadata.name!=fs-a,metadata.namespace==team"}
+    ).json()
+    assert "fs-b" in [i["metadata"]["name"] for i in others["items"]]
+    assert "fs-a" not in [i["metadata"]["name"] for i in others["items"]]
+    everywhere = http.get(
+        "/api/v1/configmaps", params={"fieldSelector": "metadata.namespace=nowhere"}
+    )
+    assert everywhere.json()["items"] == []
+    for bad in ("spec.nodeName=x", "metadata.name"):
+        refused = http.get(CM_PATH, params={"fieldSelector": bad})
+        assert refused.status_code == 400
+        assert "field label not supported" in status_of(refused)["message"]
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+def test_tls_with_its_own_ca(tmp_path: Path) -> None:
+    import ssl
+
+    from cryptography import x509
+
+    with FakeKubeApiServer(tls=True) as secure:
+        assert secure.url.startswith("https://127.0.0.1:")
+        ca = secure.ca_pem
+        cert = x509.load_pem_x509_certificate(ca)
+        assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        trusted = ssl.create_default_context(cadata=ca.decode())
+        headers = {"Authorization": f"Bearer {secure.admin_token}"}
+        ok = httpx.get(f"{secure.url}/api/v1/namespaces", headers=headers, verify=trusted)
+        assert ok.status_code == 200
+        local = secure.url.replace("127.0.0.1", "localhost")
+        assert httpx.get(f"{local}/version", verify=trusted).status_code == 200
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(f"{secure.url}/version")  # not trusted without its CA
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(secure.url.replace("https", "http") + "/version")
+        # a client that never completes the handshake holds up nobody
+        with socket.create_connection(("127.0.0.1", int(secure.url.rsplit(":", 1)[1]))):
+            assert httpx.get(f"{secure.url}/version", verify=trusted).status_code == 200
+        doc = secure.kubeconfig(namespace="team")
+        cluster = doc["clusters"][0]["cluster"]
+        assert cluster["server"] == secure.url
+        assert base64.b64decode(cluster["certificate-authority-data"]) == ca
+        assert doc["contexts"][0]["context"]["namespace"] == "team"
+        path = secure.write_kubeconfig(tmp_path / "kubeconfig")
+        assert path.stat().st_mode & 0o777 == 0o600
+    with FakeKubeApiServer() as plain:
+        assert plain.url.startswith("http://")
+        assert "certificate-authority-data" not in plain.kubeconfig()["clusters"][0]["cluster"]
+        with pytest.raises(RuntimeError, match="tls=True"):
+            _ = plain.ca_pem
+
+
+async def test_kubernetes_asyncio_over_tls(tmp_path: Path) -> None:
+    from kubernetes_asyncio import client, config
+
+    with FakeKubeApiServer(tls=True) as secure:
+        path = secure.write_kubeconfig(tmp_path / "kubeconfig")
+        cfg = client.Configuration()
+        await config.load_kube_config(
+            config_file=str(path), client_configuration=cfg, persist_config=False
+        )
+        async with client.ApiClient(cfg) as api:
+            names = {n.metadata.name for n in (await client.CoreV1Api(api).list_namespace()).items}
+        assert "kube-system" in names

@@ -65,7 +65,9 @@ def test_unknown_attribute_raises() -> None:
 def test_import_is_lazy() -> None:
     heavy = ("linode_api4", "cattrs", "boto3", "rich", "requests")
     code = f"import sys, aiaas_infra; print([m for m in {heavy!r} if m in sys.modules])"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == "[]"
 
 

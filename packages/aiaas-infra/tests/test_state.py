@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -138,23 +137,32 @@ def test_the_lock_is_exclusive(any_store: StateStore) -> None:
 
 def test_concurrent_lockers_one_wins(any_store: StateStore) -> None:
     winners: list[str] = []
+    refused: list[str] = []
     barrier = threading.Barrier(4)
+    tried = threading.Semaphore(0)
 
     def contend(name: str) -> None:
-        barrier.wait()
+        barrier.wait(timeout=30)
         try:
             with any_store.lock(holder=name):
                 winners.append(name)
-                time.sleep(0.2)
+                # Held until the three others have tried: a condition, not a guess at how long
+                # they take on a loaded machine.
+                for _ in range(3):
+                    if not tried.acquire(timeout=30):
+                        return
         except StateLockedError:
-            pass
+            refused.append(name)
+            tried.release()
 
     threads = [threading.Thread(target=contend, args=(f"t{i}",)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
     assert len(winners) == 1
+    assert len(refused) == 3
 
 
 def test_force_unlock(any_store: StateStore) -> None:

@@ -107,6 +107,30 @@ class Output:
         self.json = fmt == "json"
         self._out: Console | None = None
         self._err: Console | None = None
+        #: Local clusters this command started, and whether it created their folder: a command
+        #: that fails stops them (and removes a folder it created) -- see :func:`_run`.
+        self.started: list[tuple[LocalPostgres, bool]] = []
+
+    def undo_starts(self) -> None:
+        """Stop the local clusters this command started; remove the folders it created."""
+        import shutil  # noqa: PLC0415 -- only after a failure
+
+        while self.started:
+            cluster, created = self.started.pop()
+            base = cluster.base_dir
+            try:
+                cluster.stop()
+            except Exception as exc:  # noqa: BLE001 - the command's own error is the one to show
+                self.err.print(
+                    f"[yellow]could not stop the local PostgreSQL this command started in {base}: "
+                    f"{getattr(exc, 'message', exc)}[/]"
+                )
+                continue
+            if created and base is not None:
+                shutil.rmtree(base, ignore_errors=True)
+            if not self.json:
+                what = "stopped and removed" if created else "stopped"
+                self.err.print(f"[dim]{what} the local PostgreSQL this command started ({base})[/]")
 
     @property
     def out(self) -> Console:
@@ -331,13 +355,41 @@ def _resolve_dsn(dsn: str | None, output: Output) -> str:
         return dsn
     cluster = _local_cluster(None)
     if not cluster.running:
+        _ = cluster.binaries  # no server binaries: refuse before creating anything
+        base = cluster.base_dir
+        created = base is not None and not base.exists()
         if not output.json:
             output.err.print(
                 f"[dim]no --dsn / AIAAS_DB_URL: starting the local PostgreSQL in "
                 f"{cluster.base_dir}[/]"
             )
+        output.started.append((cluster, created))
         cluster.start()
     return cluster.create_database(LOCAL_DATABASE)
+
+
+def _check_before_starting(targets: list[tuple[str, Any]], *, write: bool) -> None:
+    """What a migrate command can check without a database, before a local cluster starts.
+
+    Each source must load (it exists, its change sets are valid); a writing command whose change
+    sets create ``audit_log_entries`` needs the PII keys (see :class:`~aiaas_db.Migrator`).
+    """
+    from aiaas_db._changesets import DirectorySource  # noqa: PLC0415 -- keeps --help fast
+    from aiaas_db._migrator import _CREATES_AUDIT  # noqa: PLC0415
+    from aiaas_db._pii import PiiProtector  # noqa: PLC0415
+
+    creates_audit = False
+    for component, source in targets:
+        if source is None:
+            raise MigrationRefusedError(
+                "no change-set source given (pass source=... / --source DIR)",
+                code="MIGRATION_SOURCE_REQUIRED",
+                component=component,
+            )
+        loaded = (DirectorySource(source) if isinstance(source, Path) else source).load()
+        creates_audit = creates_audit or any(_CREATES_AUDIT.search(cs.up.sql) for cs in loaded)
+    if write and creates_audit:
+        PiiProtector.from_env()  # PII_KEYS_MISSING / PII_KEYS_INVALID, naming the variables
 
 
 def _platform_components(params: dict[str, Any]) -> tuple[str, ...] | None:
@@ -364,8 +416,11 @@ def _platform_components(params: dict[str, Any]) -> tuple[str, ...] | None:
     return None
 
 
-def _migrators(params: dict[str, Any], output: Output) -> list[Migrator]:
-    """One migrator per targeted component (several for the whole platform), in apply order."""
+def _migrators(params: dict[str, Any], output: Output, *, write: bool = True) -> list[Migrator]:
+    """One migrator per targeted component (several for the whole platform), in apply order.
+
+    Without a DSN the local cluster is started; everything checkable is checked before that.
+    """
     from aiaas_db._migrator import Migrator  # noqa: PLC0415 -- keeps --help fast
     from aiaas_db._platform import platform_source  # noqa: PLC0415
 
@@ -375,12 +430,14 @@ def _migrators(params: dict[str, Any], output: Output) -> list[Migrator]:
             "--migrations-table names one component's table; with the whole platform each "
             "component keeps schema_migrations_<component> (add --component to pick one)"
         )
-    dsn = _resolve_dsn(params["dsn"], output)
     targets: list[tuple[str, Any]] = (
         [(params["component"], params["source"])]
         if components is None
         else [(c, platform_source(c)) for c in components]  # type: ignore[arg-type]
     )
+    if not params["dsn"]:
+        _check_before_starting(targets, write=write)
+    dsn = _resolve_dsn(params["dsn"], output)
     return [
         Migrator(
             dsn,
@@ -432,9 +489,14 @@ def _run(output: Output, action: Callable[[], int | None]) -> None:
     except click.exceptions.Exit:
         raise
     except click.ClickException:
+        output.undo_starts()
         raise
     except Exception as exc:  # noqa: BLE001 - every error becomes an exit code and a message
-        raise SystemExit(output.fail(exc)) from None
+        status = output.fail(exc)
+        output.undo_starts()  # what a refused or failed command started, it stops
+        raise SystemExit(status) from None
+    if code not in (None, EXIT_OK, EXIT_PENDING):
+        output.undo_starts()
     raise SystemExit(code or EXIT_OK)
 
 
@@ -861,7 +923,7 @@ def migrate_status(*, history_limit: int, exit_code: bool, **params: Any) -> Non
     out = Output(params["output"])
 
     def action() -> int:
-        migrators = _migrators(params, out)
+        migrators = _migrators(params, out, write=False)
         statuses = [m.status(history_limit=history_limit) for m in migrators]
         if len(migrators) > 1 and out.json:
             _platform_document(out, True, [{**s.to_dict(), "health": s.health()} for s in statuses])

@@ -124,13 +124,16 @@ def seed_command(
 
         _check_environment(environment)
         secret = resolve_seed_secret(package)
+        # The keys first: a refusal must not start the local cluster (see _cli._resolve_dsn).
+        protector = _protector(environment, secret)
+        hasher = _api_key_hasher(secret)
         report = seed(
             _resolve_dsn(dsn, out),
             package,
             window=window,
-            protector=_protector(environment, secret),
+            protector=protector,
             seed_secret=secret,
-            api_key_hasher=_api_key_hasher(secret),
+            api_key_hasher=hasher,
             environment=environment,
             progress=not out.json,
         )

@@ -3,7 +3,7 @@
 Exit codes (:class:`ExitCode`) are stable, for scripts and CI::
 
     0  OK: done; plan found no changes; drift none
-    1  ERROR: an unexpected or Linode API error
+    1  ERROR: an unexpected or Linode API error; ``emulator`` cannot listen on its port
     2  CHANGES: plan found changes; drift found minor drift
     3  DRIFT_MAJOR: drift found major drift
     4  INVALID: the spec is invalid (every problem is listed)
@@ -449,30 +449,65 @@ def emulator(
     """Run the Linode API v4 emulator, and its S3 endpoint, until interrupted.
 
     Point the CLI at it with the two lines it prints first (LINODE_TOKEN, LINODE_API_URL): S3
-    calls follow LINODE_API_URL to the emulator."""
+    calls follow LINODE_API_URL to the emulator. SIGINT (Ctrl-C) or SIGTERM stops it, at any
+    moment, with exit 0; a port it cannot listen on exits 1 with one line
+    (EMULATOR_PORT_IN_USE, EMULATOR_LISTEN_FAILED)."""
+    import errno  # noqa: PLC0415
+    import signal  # noqa: PLC0415
     import time  # noqa: PLC0415
 
+    from aiaas_core import AiaasError  # noqa: PLC0415
     from aiaas_infra._emulator import LinodeEmulator  # noqa: PLC0415
 
-    em = LinodeEmulator(
-        port=port,
-        host=host,
-        token=token,
-        ready_delay=ready_delay,
-        kubeconfig_delay=kubeconfig_delay,
-        database_delay=ready_delay,
-    ).start()
-    click.echo(f"Linode API emulator on {em.url} (S3 on {em.root}); Ctrl-C stops it", err=True)
-    for key, value in em.env().items():
-        click.echo(f"export {key}={value}")
-    sys.stdout.flush()
+    # A flag, not an exception: a signal during start, the banner or stop cannot abort them.
+    # SIGINT stays ignored where the caller ignores it (a background job of a shell).
+    stop_requested: list[int] = []
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop_requested.append(signum)
+
+    previous = {
+        sig: signal.signal(sig, request_stop)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        em = LinodeEmulator(
+            port=port,
+            host=host,
+            token=token,
+            ready_delay=ready_delay,
+            kubeconfig_delay=kubeconfig_delay,
+            database_delay=ready_delay,
+        )
+        try:
+            em.start()
+        except OSError as exc:
+            where = f"{host}:{port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise AiaasError(
+                    f"cannot listen on {where}: the port is in use; stop what holds it or pick "
+                    "another with --port (--port 0 picks a free one)",
+                    code="EMULATOR_PORT_IN_USE",
+                ) from None
+            raise AiaasError(
+                f"cannot listen on {where}: {exc.strerror or exc}; check --host and --port",
+                code="EMULATOR_LISTEN_FAILED",
+            ) from None
+        try:
+            click.echo(
+                f"Linode API emulator on {em.url} (S3 on {em.root}); Ctrl-C stops it", err=True
+            )
+            for key, value in em.env().items():
+                click.echo(f"export {key}={value}")
+            sys.stdout.flush()
+            while not stop_requested:
+                time.sleep(0.1)
+        finally:
+            em.stop()
     finally:
-        em.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # --- command groups defined in their own modules ------------------------------------------------

@@ -258,6 +258,22 @@ def _not_found() -> _ApiError:
     return _ApiError(404, "Not found")
 
 
+_EMULATED_AREAS: Final = (
+    "regions, account availability, LKE clusters and pools, Linode types, firewalls, VPCs and "
+    "subnets, Object Storage (buckets, keys, quotas) and managed PostgreSQL databases"
+)
+
+
+def _not_emulated(method: str, path: str) -> _ApiError:
+    """An endpoint outside the emulated surface: 501, never a 404 that reads as a missing object."""
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    return _ApiError(
+        501,
+        f"{method} /v4{shown} is not emulated by aiaas-infra's Linode emulator; it emulates "
+        f"{_EMULATED_AREAS}. Use the real Linode API for anything else",
+    )
+
+
 def _limit(what: str) -> _ApiError:
     return _ApiError(
         400, f"Account Limit reached. Please open a support ticket to raise the {what} limit."
@@ -723,6 +739,15 @@ class LinodeEmulator:
             table: Mapping[Any, JSON] = getattr(self.store, kind)
             return [json.loads(json.dumps(v)) for v in table.values()]
 
+    def ready_now(self) -> None:
+        """Everything still provisioning (clusters, nodes, kubeconfigs, databases) is ready from
+        now on, whatever its delay: a test can hold a resource in provisioning with a long delay,
+        check what that state refuses, then end it here instead of sleeping past the delay."""
+        with self.store.lock:
+            now = time.monotonic()
+            for key, at in self.store.ready_at.items():
+                self.store.ready_at[key] = min(at, now)
+
     def delete_out_of_band(self, kind: str, label: str) -> None:
         """Delete a resource by label behind the tool's back."""
         with self.store.lock:
@@ -876,7 +901,7 @@ class LinodeEmulator:
             return 200, result, {}
         if any(p.fullmatch(path) for _m, p, _f in self._routes):
             raise _ApiError(405, "Method not allowed")
-        raise _not_found()
+        raise _not_emulated(method, path)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -1894,7 +1919,12 @@ class LinodeEmulator:
             except KeyError as exc:
                 return 404, {"errors": [{"reason": str(exc)}]}
             return 200, {}
-        return 404, {"errors": [{"reason": "Not found"}]}
+        shown = path if len(path) <= 200 else path[:200] + "..."
+        reason = (
+            f"{method} /_emulator{shown} is not an admin endpoint of aiaas-infra's Linode "
+            "emulator (faults, requests, s3-requests, resources/KIND)"
+        )
+        return 404, {"errors": [{"reason": reason}]}
 
     # -- rate limiting --------------------------------------------------------------------------
 
@@ -1940,6 +1970,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._handle("DELETE")
+
+    def do_PATCH(self) -> None:
+        """Linode API v4 has no PATCH: 405 on an emulated path, 501 "not emulated" elsewhere."""
+        self._handle("PATCH")
 
     def do_HEAD(self) -> None:
         """HEAD is an S3 request (HeadBucket, HeadObject); the Linode API has none."""

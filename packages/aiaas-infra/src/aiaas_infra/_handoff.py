@@ -21,8 +21,10 @@ status code                         when
 400    ``HANDOFF_ROLE_INVALID``     ``role`` is not app-team, platform-engineer or read-only
                                     (break-glass is issued by the CLI only, with an incident),
                                     or is given twice
-400    ``AUTH_HEADER_INVALID``      a malformed ``Authorization`` / ``X-API-Key`` header
 401    ``AUTH_UNAUTHENTICATED`` ... no or a rejected credential
+401    ``AUTH_HEADER_INVALID``      a malformed ``Authorization`` / ``X-API-Key`` header (empty,
+                                    not a token, repeated, or both headers): the served schema
+                                    allows any string in either, so it is a rejected credential
 403    ``AUTH_ROLE_DENIED``         the policy denies ``environments:read``,
                                     ``handoff:<environment>`` or ``handoff-role:<role>``
 404    ``ENVIRONMENT_NOT_FOUND``    the spec has no such environment, or it is retired
@@ -505,6 +507,61 @@ class _HandoffRoutes:
         )
 
 
+class _MalformedCredentialIs401:
+    """Answers a malformed credential header 401, like a rejected credential (code unchanged).
+
+    The served schema declares bearer and ``X-API-Key`` as alternatives whose values are any
+    string, so an empty or malformed key, or both headers at once, is a request the schema
+    allows: a rejected credential (401 ``AUTH_HEADER_INVALID``), never a 400 the schema would
+    call a refused valid request (schemathesis ST202).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: list[MutableMapping[str, Any]] = []
+
+        async def send_rewritten(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 400:
+                held.append(message)  # decided by the body: an auth-header problem or not
+                return
+            if held and message["type"] == "http.response.body":
+                start = held.pop()
+                body = bytes(message.get("body", b""))
+                if not message.get("more_body") and _is_header_invalid(body):
+                    body = _as_unauthorized(body)
+                    headers = [
+                        (k, str(len(body)).encode() if k.lower() == b"content-length" else v)
+                        for k, v in start.get("headers", [])
+                    ]
+                    headers.append((b"www-authenticate", b'Bearer realm="aiaas"'))
+                    start = {**start, "status": 401, "headers": headers}
+                    message = {**message, "body": body}
+                await send(start)
+            await send(message)
+
+        await self.app(scope, receive, send_rewritten)
+
+
+def _is_header_invalid(body: bytes) -> bool:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("code") == "AUTH_HEADER_INVALID"
+
+
+def _as_unauthorized(body: bytes) -> bytes:
+    doc = json.loads(body)
+    doc["status"] = 401
+    doc["title"] = "Unauthorized"
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
 def create_handoff_app(
     spec: PlatformSpec,
     *,
@@ -553,7 +610,7 @@ def create_handoff_app(
         problem=True,
     )
     return telemetry.middleware(
-        guarded,
+        _MalformedCredentialIs401(guarded),
         routes=list(ROUTES),
         metrics_path="/metrics",
         exclude_paths=("/health", "/ready"),
