@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import psycopg
 import pytest
-from conftest import SetWriter
+from conftest import V1, SetWriter
 
 from aiaas_db import (
     EmbeddedPostgresNotFoundError,
@@ -127,7 +127,7 @@ def test_unknown_source_from_the_environment_is_a_usage_error(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    sets.add(1, "t", "CREATE TABLE t (id int);", "DROP TABLE t;")
+    sets.add(V1, "t", "CREATE TABLE t (id int);", "DROP TABLE t;")
     monkeypatch.setenv("AIAAS_DB_LOCAL_DIR", str(open_tmp / "pg"))
     monkeypatch.delenv("AIAAS_DB_URL", raising=False)
     monkeypatch.setenv("AIAAS_PG_SOURCE", "docker")
