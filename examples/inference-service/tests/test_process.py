@@ -254,7 +254,7 @@ def test_an_unreachable_database_is_503_not_a_crash() -> None:
             timeout=30,
         )
         assert response.status_code == 503
-        assert response.json()["code"] == "KEY_STORE_UNAVAILABLE"
+        assert response.json()["error"]["code"] == "key_store_unavailable"
         assert int(response.headers["retry-after"]) >= 1
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)

@@ -8,6 +8,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import numpy as np
 import psycopg
 import pytest
@@ -100,6 +101,15 @@ async def test_embeddings_with_the_seeded_key_and_their_usage_rows(
     assert service.drained  # the lifespan shutdown drained the runtime and the usage writer
 
 
+def openai_code(response: httpx.Response) -> tuple[int, str]:
+    """The status and the stable code of an error in OpenAI's shape (every /v1 error)."""
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    return response.status_code, error["code"].upper()
+
+
 async def test_keys_roles_and_scopes_are_enforced(
     platform: Platform, telemetry: Any, minilm: Any, error_validator: Any
 ) -> None:
@@ -110,20 +120,17 @@ async def test_keys_roles_and_scopes_are_enforced(
     payload = {"model": "all-MiniLM-L6-v2", "input": "hello"}
     async with serve(service) as client:
         anonymous = await client.post("/v1/embeddings", json=payload)
-        assert anonymous.status_code == 401
-        error_validator(anonymous.json())
+        assert openai_code(anonymous) == (401, "AUTH_UNAUTHENTICATED")
         wrong = platform.token[:-8] + ("A" * 8)
         garbled = await client.post("/v1/embeddings", json=payload, headers=bearer(wrong))
-        assert garbled.status_code == 401
-        assert garbled.json()["code"] in {"API_KEY_CHECKSUM", "API_KEY_INVALID"}
+        assert openai_code(garbled) in {(401, "API_KEY_CHECKSUM"), (401, "API_KEY_INVALID")}
         gone = await client.post("/v1/embeddings", json=payload, headers=bearer(revoked))
-        assert (gone.status_code, gone.json()["code"]) == (401, "API_KEY_REVOKED")
+        assert openai_code(gone) == (401, "API_KEY_REVOKED")
         denied = await client.post("/v1/embeddings", json=payload, headers=bearer(billing))
-        assert (denied.status_code, denied.json()["code"]) == (403, "AUTH_ROLE_DENIED")
-        error_validator(denied.json())
+        assert openai_code(denied) == (403, "AUTH_ROLE_DENIED")
+        assert denied.json()["error"]["type"] == "permission_error"
         scoped = await client.post("/v1/embeddings", json=payload, headers=bearer(reader))
-        assert (scoped.status_code, scoped.json()["code"]) == (403, "AUTH_SCOPE_DENIED")
-        error_validator(scoped.json())
+        assert openai_code(scoped) == (403, "AUTH_SCOPE_DENIED")
         assert (await client.get("/v1/models", headers=bearer(reader))).status_code == 200
         unknown = await client.post(
             "/v1/embeddings", json={**payload, "model": "gpt-4"}, headers=bearer(platform.token)
@@ -134,10 +141,9 @@ async def test_keys_roles_and_scopes_are_enforced(
             probe = await client.get(path)
             assert probe.status_code == 200, probe.text
         assert (await client.post("/health")).status_code == 405
-        assert (await client.get("/nowhere", headers=bearer(platform.token))).status_code in (
-            403,
-            404,
-        )
+        nowhere = await client.get("/nowhere", headers=bearer(platform.token))
+        assert nowhere.status_code in (403, 404)
+        error_validator(nowhere.json())  # outside /v1/: the platform's error body
         assert await service.usage.flush(10)
     stats = service.usage.stats
     assert stats.written == 1  # only the authenticated embeddings call (the unknown model)

@@ -1095,3 +1095,65 @@ def test_route_rule_scope_must_be_a_concrete_name(bad: Any) -> None:
 def test_route_rule_scope_defaults_to_none_and_is_kept() -> None:
     assert RouteRule("GET", "/v1/x", "x:read").scope is None
     assert RouteRule("GET", "/v1/x", "x:read", scope="x:read").scope == "x:read"
+
+
+# --------------------------------------------------------------------------- error renderers
+
+
+def _renderer(tag: str) -> Any:
+    def render(exc: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        body = json.dumps({"renderer": tag, "code": exc.code, "message": exc.message}).encode()
+        headers = [(b"content-type", b"application/json")]
+        headers.extend((k.lower().encode(), v.encode()) for k, v in exc.headers.items())
+        return exc.status, headers, body
+
+    return render
+
+
+async def test_error_renderers_answer_the_paths_under_their_prefix(
+    inner: InnerApp, authenticator: Authenticator, audit: list[AuthAuditEvent], error_schema: Any
+) -> None:
+    app = AuthMiddleware(
+        inner,
+        authenticate=authenticator,
+        policy=POLICY,
+        rules=ROUTES,
+        audit=audit.append,
+        error_renderers={"/v1/": _renderer("api"), "/v1/environments/": _renderer("envs")},
+    )
+    anonymous = await call(app, path="/v1/echo")
+    assert anonymous.status == 401
+    assert anonymous.json() == {
+        "renderer": "api",
+        "code": "AUTH_UNAUTHENTICATED",
+        "message": "Authentication required: send 'Authorization: Bearer <token>' or"
+        " 'x-api-key: <key>'",
+    }
+    assert anonymous.headers["www-authenticate"] == 'Bearer realm="aiaas"'
+    denied = await call(
+        app, path="/v1/environments/production/handoff", headers=bearer("alice-token")
+    )
+    assert (denied.status, denied.json()["renderer"]) == (403, "envs")  # the longest prefix
+    assert denied.json()["code"] == "AUTH_ROLE_DENIED"
+    elsewhere = await call(app, path="/admin", headers=bearer("alice-token"))
+    assert_error(elsewhere, error_schema, 403, "AUTH_ROUTE_UNMAPPED")  # no prefix: shared body
+    assert audit[-1].code == "AUTH_ROUTE_UNMAPPED"  # rendering changes nothing else
+
+
+def test_error_renderers_are_checked(inner: InnerApp, authenticator: Authenticator) -> None:
+    def make(renderers: Any) -> AuthMiddleware:
+        return AuthMiddleware(
+            inner,
+            authenticate=authenticator,
+            policy=POLICY,
+            rules=ROUTES,
+            error_renderers=renderers,
+        )
+
+    with pytest.raises(ValueError, match="path prefixes starting with '/'"):
+        make({"v1/": _renderer("x")})
+    with pytest.raises(TypeError, match="not callable"):
+        make({"/v1/": "openai"})
+    with pytest.raises(TypeError, match="must map path prefixes"):
+        make([("/v1/", _renderer("x"))])
+    assert make(None) is not None

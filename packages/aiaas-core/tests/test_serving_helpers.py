@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from aiaas_core import run_lifespan, send_json, signals_end_normally
+from aiaas_core import (
+    ErrorRenderer,
+    ErrorRenderers,
+    run_lifespan,
+    send_json,
+    signals_end_normally,
+)
 
 
 class Sink:
@@ -107,3 +113,26 @@ def test_signals_outside_the_main_thread_are_left_alone() -> None:
     thread.join()
     assert seen == [[]]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_error_renderers_pick_the_longest_prefix_and_check_their_input() -> None:
+    def renderer(name: str) -> ErrorRenderer:
+        return lambda exc: (exc.status, [], name.encode())
+
+    api, envs = renderer("api"), renderer("envs")
+    table = ErrorRenderers({"/v1/": api, "/v1/environments/": envs})
+    assert table.for_path("/v1/environments/dev") is envs
+    assert table.for_path("/v1/models") is api
+    assert table.for_path("/health") is None
+    assert table.for_path("/v1") is None  # a prefix, not a word: "/v1" is outside "/v1/"
+    assert ErrorRenderers(table).for_path("/v1/x") is api  # an existing table is taken as it is
+    assert table
+    assert not ErrorRenderers()
+    assert not ErrorRenderers({})
+    assert "/v1/environments/" in repr(table)
+    with pytest.raises(TypeError, match="map path prefixes"):
+        ErrorRenderers([("/v1/", api)])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="starting with '/'"):
+        ErrorRenderers({"v1/": api})
+    with pytest.raises(TypeError, match="not callable"):
+        ErrorRenderers({"/v1/": "openai"})  # type: ignore[dict-item]

@@ -258,7 +258,12 @@ async def test_a_client_that_disconnects_has_its_requests_withdrawn() -> None:
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": []}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/embeddings",
+            "headers": [(b"content-type", b"application/json")],
+        }
         await app(scope, receive, send)
         assert sent == []  # nobody to answer
         gate.set()
@@ -390,7 +395,12 @@ async def test_on_complete_sees_a_client_that_left_and_its_errors_stay_private(c
         async def send(message):
             raise AssertionError("nobody is there to answer")
 
-        scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": []}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/embeddings",
+            "headers": [(b"content-type", b"application/json")],
+        }
         with caplog.at_level("ERROR", logger="aiaas_serving"):
             await app(scope, receive, send)
         gate.set()

@@ -682,3 +682,112 @@ async def test_traceparent_with_tracestate_goes_through_the_propagator(
     assert res.json()["trace_id"] == TRACE_ID
     (span,) = spans(tel, memory_exporter)
     assert span.parent.trace_state.get("vendor") == "opaque"
+
+
+# --------------------------------------------------------------------------- issue 17
+
+
+def _tagged(exc: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    body = json.dumps({"error": {"message": exc.message, "code": exc.code.lower()}}).encode()
+    return exc.status, [(b"content-type", b"application/json")], body
+
+
+async def test_error_renderers_answer_the_paths_under_their_prefix(
+    make_telemetry: Any, asgi: Any, error_validator: Any
+) -> None:
+    from aiaas_core import NotFoundError
+
+    tel = make_telemetry(tracing=False)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"].endswith("/silent"):
+            return  # answers nothing: a 500
+        raise NotFoundError("no such thing")
+
+    wrapped = tel.middleware(app, max_body_bytes=10, error_renderers={"/v1/": _tagged})
+    big = await asgi.call(wrapped, asgi.scope("POST", "/v1/up", [(b"content-length", b"11")]))
+    assert (big.status, big.json()["error"]["code"]) == (413, "request_too_large")
+    assert big.headers[b"x-request-id"]
+    missing = await asgi.call(wrapped, asgi.scope("GET", "/v1/thing"))
+    assert missing.json() == {"error": {"message": "no such thing", "code": "not_found"}}
+    silent = await asgi.call(wrapped, asgi.scope("GET", "/v1/silent"))
+    assert (silent.status, silent.json()["error"]["code"]) == (500, "internal_error")
+    other = await asgi.call(wrapped, asgi.scope("GET", "/thing"))
+    assert other.status == 404
+    error_validator(other.json())  # outside the prefix: the shared error body
+    with pytest.raises(ValueError, match="starting with '/'"):
+        tel.middleware(app, error_renderers={"v1": _tagged})
+    with pytest.raises(TypeError, match="not callable"):
+        tel.middleware(app, error_renderers={"/v1/": None})
+    with pytest.raises(TypeError, match="must map"):
+        TelemetryMiddleware(app, tel, error_renderers=[("/v1/", _tagged)])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_a_client_that_left_is_a_499_not_a_server_error(
+    make_telemetry: Any, asgi: Any, log_stream: Any, method: str
+) -> None:
+    tel = make_telemetry(tracing=False)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass  # reading the body until the client is gone: nobody to answer
+
+    chunks = [
+        {"type": "http.request", "body": b'{"half": ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return chunks.pop(0)
+
+    wrapped = tel.middleware(app, routes=["/v1/upload"])
+    res = await asgi.call(wrapped, asgi.scope(method, "/v1/upload"), receive)
+    assert res.messages == []  # nothing sent to a closed connection
+    assert log_stream.by_logger("aiaas.http") == []
+    labels = {"method": method, "route": "/v1/upload"}
+    assert sample(tel, "http_server_errors_total", code="CLIENT_DISCONNECTED", **labels) == 1
+    assert sample(tel, "http_server_errors_total", code="INTERNAL_ERROR", **labels) == 0
+    count = "http_server_request_duration_seconds_count"
+    assert sample(tel, count, status_class="4xx", **labels) == 1
+    assert sample(tel, count, status_class="5xx", **labels) == 0
+    (access,) = log_stream.by_logger("aiaas.access")
+    assert access["http.status_code"] == 499
+    assert access["error.code"] == "CLIENT_DISCONNECTED"
+
+
+async def test_a_raw_socket_that_sends_half_a_body_and_closes(
+    make_telemetry: Any, server: Any, log_stream: Any
+) -> None:
+    import asyncio
+    import socket
+    from urllib.parse import urlsplit
+
+    tel = make_telemetry(tracing=False)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        finally:
+            loop.call_soon_threadsafe(done.set)
+
+    with server(tel.middleware(app, routes=["/v1/upload"])) as url:
+        parts = urlsplit(url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n" + b"x" * 400
+            )
+        await asyncio.wait_for(done.wait(), 10)
+        labels = {"method": "POST", "route": "/v1/upload"}
+        for _ in range(500):  # the middleware's bookkeeping follows the app's return
+            if sample(tel, "http_server_errors_total", code="CLIENT_DISCONNECTED", **labels):
+                break
+            await asyncio.sleep(0.01)
+    assert sample(tel, "http_server_errors_total", code="CLIENT_DISCONNECTED", **labels) == 1
+    count = "http_server_request_duration_seconds_count"
+    assert sample(tel, count, status_class="5xx", **labels) == 0
+    assert [r for r in log_stream.records() if r["level"] == "error"] == []

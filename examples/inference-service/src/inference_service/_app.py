@@ -4,7 +4,8 @@ path, health, readiness and metrics.
 
 Stack (outermost first): aiaas-telemetry's ``TelemetryMiddleware`` (request id, span, access log,
 ``/metrics``) → aiaas-core's ``AuthMiddleware`` (API key → actor with its scopes → policy and
-route scopes) → the gateway checks of ``POST /v1/embeddings`` (budget, rate limits:
+route scopes; its errors on ``/v1/`` paths in OpenAI's error shape, like the telemetry
+middleware's) → the gateway checks of ``POST /v1/embeddings`` (budget, rate limits:
 :mod:`inference_service._gateway`) → the routes: ``POST /v1/embeddings`` and ``GET /v1/models``
 (aiaas-serving's OpenAI endpoint), ``GET /health`` and ``GET /ready``.
 """
@@ -49,6 +50,7 @@ from aiaas_serving import (
     OpenAIEmbeddings,
     PrometheusMetrics,
     Runtime,
+    openai_error_response,
 )
 from aiaas_telemetry import Telemetry
 from inference_service._gateway import Gateway, Refusal
@@ -67,6 +69,8 @@ Connect = Callable[[], Awaitable[Any]]
 
 RUNTIME_MODEL: Final = "embedder"
 ROUTES: Final = ("/v1/embeddings", "/v1/models", "/v1/models/{model}", "/health", "/ready")
+#: Where errors take OpenAI's shape (authentication, scopes, sizes, overload...): the API's paths.
+OPENAI_ERRORS: Final = {"/v1/": openai_error_response}
 PUBLIC_PATHS: Final = ("/health", "/ready", "/metrics")
 #: Roles that may create embeddings (organisation roles of aiaas-db's users and service keys).
 EMBEDDING_ROLES: Final = ("owner", "admin", "developer", "service")
@@ -221,7 +225,7 @@ class Service:
         if not isinstance(verdict, Refusal):
             return verdict.wrap(send)
         request_id = get_request_id() or accept_request_id(_header(scope, b"x-request-id"))
-        await verdict.send(send, request_id)
+        await verdict.send(send)
         self.usage.record(
             UsageEvent(
                 occurred_at=datetime.now(UTC),
@@ -412,10 +416,12 @@ def create_app(service: Service) -> ASGIApp:
         ],
         public_paths=PUBLIC_PATHS,
         audit=service.telemetry.audit.auth_hook(),
+        error_renderers=OPENAI_ERRORS,
     )
     return service.telemetry.middleware(
         guarded,
         routes=list(ROUTES),
         metrics_path="/metrics",
         exclude_paths=("/health", "/ready"),
+        error_renderers=OPENAI_ERRORS,
     )

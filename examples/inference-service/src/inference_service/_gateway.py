@@ -182,12 +182,13 @@ class Refusal:
             separators=(",", ":"),
         ).encode()
 
-    async def send(self, send: Send, request_id: str) -> None:
+    async def send(self, send: Send) -> None:
+        """Answer 429 (the ``X-Request-ID`` header is the telemetry middleware's to add: one
+        per response)."""
         body = self.body()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", request_id.encode()),
             *self.headers,
         ]
         await send({"type": "http.response.start", "status": 429, "headers": headers})

@@ -81,7 +81,10 @@ class Settings:
     )
     max_batch_size: int = setting(default=32, help="most inputs per batch", validator=_at_least_one)
     max_queue: int = setting(
-        default=1024, help="queued inputs before 429 Overloaded", validator=_at_least_one
+        default=1024,
+        help="queued inputs before 429 Overloaded (an idle model admits any request,"
+        " up to the 2,048 inputs one request may hold)",
+        validator=_at_least_one,
     )
     request_timeout: timedelta = setting(
         default=timedelta(seconds=30),

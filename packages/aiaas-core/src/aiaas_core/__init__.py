@@ -34,6 +34,8 @@ _LAZY: dict[str, str] = {
     "ConfigProblem": "_config",
     "ConflictError": "_errors",
     "Decision": "_policy",
+    "ErrorRenderer": "_serving",
+    "ErrorRenderers": "_serving",
     "HashKey": "_hashing",
     "HealthCheck": "_health",
     "HealthRegistry": "_health",
@@ -109,6 +111,8 @@ __all__ = [
     "ConfigProblem",
     "ConflictError",
     "Decision",
+    "ErrorRenderer",
+    "ErrorRenderers",
     "HashKey",
     "HealthCheck",
     "HealthRegistry",
@@ -241,7 +245,13 @@ if TYPE_CHECKING:
         load_policy_bundle,
     )
     from aiaas_core._ratelimit import RateDecision, RateLimit, RateLimiter
-    from aiaas_core._serving import run_lifespan, send_json, signals_end_normally
+    from aiaas_core._serving import (
+        ErrorRenderer,
+        ErrorRenderers,
+        run_lifespan,
+        send_json,
+        signals_end_normally,
+    )
     from aiaas_core._versioning import (
         AiaasDeprecationWarning,
         CompatibilityProblem,

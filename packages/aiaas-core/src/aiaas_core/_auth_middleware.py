@@ -33,7 +33,11 @@ For every ``http`` and ``websocket`` request:
    actor holds the permission it needs. Allowed requests reach the application.
 
 Rejections use the shared error body (``error-response.schema.json``), or RFC 7807 with
-``problem=True``:
+``problem=True``, or, for paths under a prefix named in ``error_renderers``, that renderer's body:
+``error_renderers={"/v1/": openai_error_response}`` answers an OpenAI-compatible API's paths in
+OpenAI's error shape. A renderer takes the :class:`~aiaas_core.AiaasError` and returns the status,
+the ASGI headers (``content-type`` and ``content-length`` included) and the body, like
+:func:`~aiaas_core.error_response`; the longest matching prefix wins:
 
 ====== =========================== ========================================================
 status code                        when
@@ -99,7 +103,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -122,6 +126,7 @@ from aiaas_core._errors import (
     error_response,
 )
 from aiaas_core._policy import Policy
+from aiaas_core._serving import ErrorRenderer, ErrorRenderers
 
 __all__ = ["AuthAuditEvent", "AuthMiddleware", "RouteRule"]
 
@@ -471,6 +476,7 @@ class AuthMiddleware:
         api_key_header: str | None = "x-api-key",
         max_header_bytes: int = 8192,
         problem: bool = False,
+        error_renderers: Mapping[str, ErrorRenderer] | ErrorRenderers | None = None,
     ) -> None:
         if not callable(authenticate):
             raise TypeError("authenticate must be an async callable (credential) -> Actor")
@@ -505,6 +511,7 @@ class AuthMiddleware:
             raise ValueError("header and api_key_header must name different headers")
         self._max = max_header_bytes
         self._problem = problem
+        self._renderers = ErrorRenderers(error_renderers)
         self._public = frozenset(exact)
         self._missing_message = "Authentication required: send 'Authorization: Bearer <token>'" + (
             f" or '{api_key_header}: <key>'" if api_key_header is not None else ""
@@ -722,9 +729,13 @@ class AuthMiddleware:
                 path=path,
                 request_id=request_id,
             )
-        status, headers, body = error_response(
-            exc, problem=self._problem, instance=path, request_id=request_id
-        )
+        renderer = self._renderers.for_path(path)
+        if renderer is None:
+            status, headers, body = error_response(
+                exc, problem=self._problem, instance=path, request_id=request_id
+            )
+        else:
+            status, headers, body = renderer(exc)
         if scope["type"] == "http":
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})

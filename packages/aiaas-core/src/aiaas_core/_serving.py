@@ -7,6 +7,9 @@ a clean exit after the server's own graceful shutdown.
   ``shutdown`` coroutines: a startup that raises is reported as ``lifespan.startup.failed`` (the
   server then refuses to start), and ``shutdown`` is always followed by
   ``lifespan.shutdown.complete``.
+- :class:`ErrorRenderers`: which :data:`ErrorRenderer` answers a path's errors (by path prefix,
+  the longest first), for APIs that answer in another error shape than the platform's (an
+  OpenAI-compatible ``/v1/``); the auth and telemetry middlewares take one as ``error_renderers``.
 - :func:`signals_end_normally`: uvicorn handles SIGTERM/SIGINT with a graceful shutdown and then
   raises the signal again against the handler installed before it started. With the default
   handlers that kills the process (SIGTERM) or raises ``KeyboardInterrupt`` (SIGINT) before the
@@ -20,11 +23,68 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["run_lifespan", "send_json", "signals_end_normally"]
+if TYPE_CHECKING:
+    from aiaas_core._errors import AiaasError
+
+__all__ = [
+    "ErrorRenderer",
+    "ErrorRenderers",
+    "run_lifespan",
+    "send_json",
+    "signals_end_normally",
+]
+
+#: Renders an error as (status, ASGI headers, body) for the paths under one prefix.
+ErrorRenderer = Callable[["AiaasError"], tuple[int, list[tuple[bytes, bytes]], bytes]]
+
+
+class ErrorRenderers:
+    """Error renderers by path prefix, checked once; the longest matching prefix wins.
+
+    ``ErrorRenderers({"/v1/": openai_error_response})``: errors of paths under ``/v1/`` are
+    rendered by that function, all others (``for_path`` returns ``None``) by the platform's
+    error body. A mapping, ``None`` (no renderers) or another ``ErrorRenderers`` is accepted.
+    """
+
+    __slots__ = ("_pairs",)
+
+    def __init__(
+        self, renderers: Mapping[str, ErrorRenderer] | ErrorRenderers | None = None
+    ) -> None:
+        if isinstance(renderers, ErrorRenderers):
+            self._pairs: tuple[tuple[str, ErrorRenderer], ...] = renderers._pairs
+            return
+        if renderers is None:
+            self._pairs = ()
+            return
+        if not isinstance(renderers, Mapping):
+            raise TypeError("error_renderers must map path prefixes to renderers")
+        for prefix, renderer in renderers.items():
+            if not prefix.startswith("/"):
+                raise ValueError(
+                    f"error_renderers keys are path prefixes starting with '/', got {prefix!r}"
+                )
+            if not callable(renderer):
+                raise TypeError(f"the error renderer for {prefix!r} is not callable")
+        self._pairs = tuple(sorted(renderers.items(), key=lambda item: -len(item[0])))
+
+    def for_path(self, path: str) -> ErrorRenderer | None:
+        """The renderer for ``path``'s errors, or ``None`` for the platform's error body."""
+        for prefix, renderer in self._pairs:
+            if path.startswith(prefix):
+                return renderer
+        return None
+
+    def __bool__(self) -> bool:
+        return bool(self._pairs)
+
+    def __repr__(self) -> str:
+        return f"ErrorRenderers({[prefix for prefix, _ in self._pairs]!r})"
+
 
 _Message = MutableMapping[str, Any]
 _Receive = Callable[[], Awaitable[_Message]]

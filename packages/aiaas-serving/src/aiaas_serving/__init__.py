@@ -17,10 +17,12 @@ _LAZY: dict[str, str] = {
     # _adapter
     "ModelAdapter": "_adapter",
     "StreamingModelAdapter": "_adapter",
+    "TextInput": "_adapter",
     # _asgi
     "EmbeddingsOutcome": "_asgi",
     "OpenAIEmbeddings": "_asgi",
     "mount_openai": "_asgi",
+    "openai_error_response": "_asgi",
     # _bert
     "BertConfig": "_bert",
     "BertEncoder": "_bert",
@@ -93,16 +95,23 @@ __all__ = [
     "StreamingModelAdapter",
     "SyncRuntime",
     "TensorAdapter",
+    "TextInput",
     "__version__",
     "default_buckets",
     "load_bert_encoder",
     "minilm_model_dir",
     "mount_openai",
+    "openai_error_response",
 ]
 
 if TYPE_CHECKING:
-    from aiaas_serving._adapter import ModelAdapter, StreamingModelAdapter
-    from aiaas_serving._asgi import EmbeddingsOutcome, OpenAIEmbeddings, mount_openai
+    from aiaas_serving._adapter import ModelAdapter, StreamingModelAdapter, TextInput
+    from aiaas_serving._asgi import (
+        EmbeddingsOutcome,
+        OpenAIEmbeddings,
+        mount_openai,
+        openai_error_response,
+    )
     from aiaas_serving._bert import BertConfig, BertEncoder, load_bert_encoder
     from aiaas_serving._embedding import SentenceEmbeddingAdapter, minilm_model_dir
     from aiaas_serving._errors import (

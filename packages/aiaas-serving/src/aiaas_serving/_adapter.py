@@ -8,6 +8,12 @@ batch output back into one result per item (``split``). The runtime moves every 
 batch to the device and every tensor in the output back to the host, so ``collate`` and ``split``
 deal in host tensors and ``forward`` in device tensors.
 
+A text adapter that can either refuse or cut an over-length input takes a :class:`TextInput`
+(the text and whether to truncate it) besides a plain string, and says so with a true
+``accepts_text_input`` attribute (:class:`~aiaas_serving.SentenceEmbeddingAdapter` does); the
+OpenAI endpoint then decides truncation per request instead of leaving it to the adapter's
+construction.
+
 A *streaming* adapter has ``forward_stream`` instead of (or beside) ``forward``: a generator that
 yields, step after step, a mapping from item index to that step's chunk.
 """
@@ -17,15 +23,32 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+import attrs
+
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ModelAdapter", "StreamingModelAdapter"]
+__all__ = ["ModelAdapter", "StreamingModelAdapter", "TextInput"]
 
 InputT_contra = TypeVar("InputT_contra", contravariant=True)
 ItemT = TypeVar("ItemT")
 OutputT_co = TypeVar("OutputT_co", covariant=True)
 ChunkT_co = TypeVar("ChunkT_co", covariant=True)
+
+
+def _text(_inst: object, _attribute: attrs.Attribute[str], value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"TextInput.text must be a string, got {type(value).__name__}")
+
+
+@attrs.frozen
+class TextInput:
+    """A text and what to do when it is longer than the model accepts: ``truncate=False``
+    refuses it (:class:`~aiaas_serving.InputTooLarge`), ``truncate=True`` embeds its first
+    ``max_length`` tokens."""
+
+    text: str = attrs.field(validator=_text)
+    truncate: bool = attrs.field(default=False, kw_only=True, converter=bool)
 
 
 @runtime_checkable

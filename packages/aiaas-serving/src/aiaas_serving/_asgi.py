@@ -5,13 +5,41 @@
 ASGI app, which keeps every other path.
 
 Request: ``{"model": "...", "input": "text" | ["text", ...], "encoding_format": "float" |
-"base64", "dimensions": N, "user": "..."}``. Response: ``{"object": "list", "data":
-[{"object": "embedding", "index": i, "embedding": [...] | "<base64 little-endian float32>"}],
-"model": "...", "usage": {"prompt_tokens": n, "total_tokens": n}}`` where the token counts are
-the tokens the model saw (special tokens included). Errors use OpenAI's shape, ``{"error":
-{"message", "type", "param", "code"}}``, with the aiaas stable code in lower case as ``code``;
-an overloaded model answers 429 with ``Retry-After``. A list of inputs is admitted all or none,
-and a client that disconnects has its requests withdrawn.
+"base64", "dimensions": N, "user": "...", "truncate": false}``. Response: ``{"object": "list",
+"data": [{"object": "embedding", "index": i, "embedding": [...] | "<base64 little-endian
+float32>"}], "model": "...", "usage": {"prompt_tokens": n, "total_tokens": n}}`` where the token
+counts are the tokens the model saw (special tokens included; after truncation).
+
+Rules, checked in this order before any model work:
+
+- **Content type**: a ``POST`` must say its body is JSON: ``Content-Type: application/json`` or
+  ``application/<anything>+json`` (RFC 6839), parameters allowed, a ``charset`` only ``utf-8``.
+  Anything else, or none, is 415 ``request_unsupported_media_type`` (the rule and the code of
+  the platform's other APIs, aiaas-telemetry's ``read_json``). ``GET`` and ``HEAD`` carry no
+  body and are not checked.
+- **Size**: the body at most ``max_body_bytes`` (413 ``request_too_large``); valid JSON nested
+  no deeper than Python parses (400 ``request_invalid``, never a 500); at most ``max_inputs``
+  inputs (400: such a request can never be served); each input at most ``max_input_chars``
+  characters and all together at most ``max_request_chars`` (413 ``input_too_large``, param
+  ``input``), checked before tokenising, which then runs in a worker thread
+  (:meth:`Runtime.aenqueue_many`) so ``/health`` keeps answering (requests of fewer than 1,000
+  characters, tokenised in well under a millisecond, stay on the loop).
+- **Length**: an input longer than the model's context is refused like OpenAI's API does: 400
+  ``context_length_exceeded``, param ``input``, "This model's maximum context length is 256
+  tokens, however you requested N tokens ...". ``"truncate": true`` (the Text Embeddings
+  Inference extension) embeds its first tokens instead, for adapters that take a
+  :class:`~aiaas_serving.TextInput` (``accepts_text_input``); for others it is a 400.
+
+Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, with the aiaas
+stable code in lower case as ``code`` (:func:`openai_error_response` renders any
+:class:`~aiaas_core.AiaasError` so; pass it as ``error_renderers={"/v1/": ...}`` to the auth and
+telemetry middlewares so their errors on these paths take the same shape). An overloaded model
+answers 429 with ``Retry-After``. A list of inputs is admitted all or none (an idle model admits
+any list, see :class:`Runtime`), and a client that disconnects has its requests withdrawn.
+
+Request id: the one of the request context (set by aiaas-telemetry's middleware, which also
+sends the ``X-Request-ID`` header) is used for the outcome; only without one does the endpoint
+accept the client's ``X-Request-ID`` (or make one) and send the header itself.
 """
 
 from __future__ import annotations
@@ -32,13 +60,15 @@ from aiaas_core import (
     NotFoundError,
     PayloadTooLargeError,
     accept_request_id,
+    get_request_id,
 )
-from aiaas_serving._errors import ModelNotFound
+from aiaas_serving._adapter import TextInput
+from aiaas_serving._errors import InputTooLarge, ModelNotFound
 
 if TYPE_CHECKING:
     from aiaas_serving._runtime import RequestHandle, Runtime
 
-__all__ = ["EmbeddingsOutcome", "OpenAIEmbeddings", "mount_openai"]
+__all__ = ["EmbeddingsOutcome", "OpenAIEmbeddings", "mount_openai", "openai_error_response"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,6 +81,18 @@ logger = logging.getLogger("aiaas_serving")
 _JSON: Final = (b"content-type", b"application/json")
 _MAX_BODY: Final = 4 * 1024 * 1024
 _MAX_INPUTS: Final = 2048
+_MAX_INPUT_CHARS: Final = 100_000
+_MAX_REQUEST_CHARS: Final = 1_000_000
+_JSON_SUFFIX: Final = "+json"
+# Requests with fewer characters than this are tokenised on the event loop (well under a
+# millisecond: less than the hop to a worker thread); larger ones in a worker thread.
+_INLINE_CHARS: Final = 1000
+
+
+class _UnsupportedMediaTypeError(AiaasError):
+    code = "REQUEST_UNSUPPORTED_MEDIA_TYPE"  # the platform's code (aiaas-telemetry's read_json)
+    status = 415
+    title = "Unsupported media type"
 
 
 class _MethodNotAllowedError(AiaasError):
@@ -67,6 +109,16 @@ class _ParamError(BadRequestError):
 
 class _UnknownModelError(ModelNotFound):
     param = "model"
+
+
+class _InputTooLongError(PayloadTooLargeError):
+    code = "INPUT_TOO_LARGE"
+    param = "input"
+
+
+class _ContextLengthError(BadRequestError):
+    code = "CONTEXT_LENGTH_EXCEEDED"
+    param = "input"
 
 
 def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -123,8 +175,22 @@ def _error_type(status: int) -> str:
     return "server_error"
 
 
-def openai_error(exc: BaseException) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """Status, headers and body of ``exc`` in OpenAI's error shape (safe text only)."""
+def openai_error_response(exc: BaseException) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, ASGI headers (``content-type``, ``content-length`` and the error's own, such as
+    ``Retry-After``) and body of ``exc`` in OpenAI's error shape, ``{"error": {"message",
+    "type", "param", "code"}}``, with the aiaas stable code in lower case as ``code``.
+
+    Any exception that is not an :class:`~aiaas_core.AiaasError` is rendered as a generic 500:
+    its text never reaches the client. Pass it to ``AuthMiddleware`` and ``TelemetryMiddleware``
+    as ``error_renderers={"/v1/": openai_error_response}``.
+    """
+    status, headers, body = _openai_error(exc)
+    headers.insert(1, (b"content-length", str(len(body)).encode()))
+    return status, headers, body
+
+
+def _openai_error(exc: BaseException) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers (no content-length) and body of ``exc`` in OpenAI's error shape."""
     err = exc if isinstance(exc, AiaasError) else AiaasError()
     param = getattr(err, "param", None)
     body = json.dumps(
@@ -157,20 +223,39 @@ async def _send(
     status: int,
     headers: list[tuple[bytes, bytes]],
     body: bytes,
-    request_id: str,
+    request_id: str | None,
 ) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                *headers,
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id.encode()),
-            ],
-        }
-    )
+    """Answer; ``request_id`` is sent as ``X-Request-ID`` unless ``None`` (a middleware sends
+    it)."""
+    extra = [(b"content-length", str(len(body)).encode())]
+    if request_id is not None:
+        extra.append((b"x-request-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, *extra]})
     await send({"type": "http.response.body", "body": body})
+
+
+def _check_json_content_type(scope: Scope) -> None:
+    """Refuse a body that does not say it is JSON (415), see the module documentation."""
+    raw = _header(scope, b"content-type")
+    how = "send the body as JSON with 'Content-Type: application/json'"
+    if raw is None:
+        raise _UnsupportedMediaTypeError(f"the request has no Content-Type: {how}")
+    text = raw.decode("latin-1")
+    media, *params = (part.strip() for part in text.split(";"))
+    media = media.lower()
+    kind, _, subtype = media.partition("/")
+    if kind != "application" or not (subtype == "json" or subtype.endswith(_JSON_SUFFIX)):
+        shown = media[:64] or "(empty)"
+        raise _UnsupportedMediaTypeError(f"Content-Type {shown!r} is not JSON: {how}")
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            raise _UnsupportedMediaTypeError(
+                f"the charset of a JSON body must be utf-8, not {value.strip()[:32]!r}: {how}"
+            )
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
@@ -191,6 +276,34 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _check_sizes(inputs: list[str], max_input_chars: int, max_request_chars: int) -> None:
+    """Bound the inputs before any tokenising: per input and per request, in characters."""
+    total = 0
+    for index, text in enumerate(inputs):
+        if len(text) > max_input_chars:
+            where = "'input'" if len(inputs) == 1 else f"input[{index}]"
+            raise _InputTooLongError(
+                f"{where} is {len(text)} characters long; at most {max_input_chars} characters "
+                "are accepted per input: shorten it or split it"
+            )
+        total += len(text)
+    if total > max_request_chars:
+        raise _InputTooLongError(
+            f"the inputs hold {total} characters together; at most {max_request_chars} are "
+            "accepted per request: send them in several requests"
+        )
+
+
+def _context_length_error(exc: InputTooLarge, single: bool) -> _ContextLengthError:
+    """OpenAI's refusal of an over-length input (``exc`` knows the length and the limit)."""
+    where = "" if single or exc.index is None else f" in input[{exc.index}]"
+    return _ContextLengthError(
+        f"This model's maximum context length is {exc.limit} tokens, however you requested "
+        f'{exc.tokens} tokens{where}. Please reduce your input, or send "truncate": true to '
+        f"embed its first {exc.limit} tokens."
+    )
 
 
 def _parse_inputs(raw: object, max_inputs: int) -> list[str]:
@@ -231,6 +344,9 @@ class OpenAIEmbeddings:
     the same names; ``None`` exposes every runtime model under its own name). ``timeout`` bounds
     each request (seconds; ``None``: no deadline). ``prefix`` is where the API lives.
 
+    ``max_body_bytes``, ``max_inputs``, ``max_input_chars`` and ``max_request_chars`` bound a
+    request (see the module documentation).
+
     ``on_complete`` is called once per ``POST {prefix}/embeddings`` with the ASGI scope and an
     :class:`EmbeddingsOutcome`, after the answer was sent (or the client left), on the event loop:
     keep it quick and non-blocking (put the outcome on a queue). Its exceptions are logged and
@@ -246,10 +362,14 @@ class OpenAIEmbeddings:
         timeout: float | None = None,
         max_body_bytes: int = _MAX_BODY,
         max_inputs: int = _MAX_INPUTS,
+        max_input_chars: int = _MAX_INPUT_CHARS,
+        max_request_chars: int = _MAX_REQUEST_CHARS,
         on_complete: Callable[[Scope, EmbeddingsOutcome], None] | None = None,
     ) -> None:
-        if max_body_bytes < 1 or max_inputs < 1:
-            raise ValueError("max_body_bytes and max_inputs must be >= 1")
+        if min(max_body_bytes, max_inputs, max_input_chars, max_request_chars) < 1:
+            raise ValueError(
+                "max_body_bytes, max_inputs, max_input_chars and max_request_chars must be >= 1"
+            )
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
         self.runtime = runtime
@@ -261,6 +381,8 @@ class OpenAIEmbeddings:
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
         self.max_inputs = max_inputs
+        self.max_input_chars = max_input_chars
+        self.max_request_chars = max_request_chars
         self.on_complete = on_complete
 
     def handles(self, path: str) -> bool:
@@ -286,19 +408,24 @@ class OpenAIEmbeddings:
             return
         if scope["type"] != "http":
             return
-        request_id = accept_request_id(_header(scope, b"x-request-id"))
+        # One id per request: the request context's (a telemetry middleware sends the header),
+        # else the client's or a fresh one, sent here.
+        request_id = get_request_id()
+        header_id: str | None = None
+        if request_id is None:
+            request_id = header_id = accept_request_id(_header(scope, b"x-request-id"))
         started = time.perf_counter()
         progress = _Progress()
         error_code: str | None = None
         try:
-            await self._handle(scope, receive, send, request_id, progress)
+            await self._handle(scope, receive, send, header_id, progress)
         except Exception as exc:
             if not isinstance(exc, AiaasError):
                 logger.error("embeddings request %s failed", request_id, exc_info=exc)
-            status, headers, body = openai_error(exc)
+            status, headers, body = _openai_error(exc)
             error_code = exc.code if isinstance(exc, AiaasError) else AiaasError.code
             progress.status = status
-            await _send(send, status, headers, body, request_id)
+            await _send(send, status, headers, body, header_id)
         finally:
             if self.on_complete is not None and scope.get("path") == f"{self.prefix}/embeddings":
                 if progress.status is None and error_code is None:
@@ -331,7 +458,12 @@ class OpenAIEmbeddings:
             logger.exception("on_complete failed for embeddings request %s", request_id)
 
     async def _handle(
-        self, scope: Scope, receive: Receive, send: Send, request_id: str, progress: _Progress
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str | None,
+        progress: _Progress,
     ) -> None:
         path: str = scope.get("path", "")
         method: str = scope.get("method", "GET")
@@ -363,14 +495,24 @@ class OpenAIEmbeddings:
         raise NotFoundError(f"no route for {method} {path}", code="ROUTE_NOT_FOUND")
 
     async def _embeddings(
-        self, scope: Scope, receive: Receive, send: Send, request_id: str, progress: _Progress
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str | None,
+        progress: _Progress,
     ) -> None:
+        _check_json_content_type(scope)
         raw = await _read_body(scope, receive, self.max_body_bytes)
         if raw is None:
             return  # the client left before sending its request
         try:
             request = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except RecursionError:
+            raise _ParamError(
+                "the request body nests JSON too deeply: send a flat JSON object", None
+            ) from None
+        except ValueError:  # not UTF-8, not JSON, or a number too long to convert
             raise _ParamError(
                 "the request body is not valid JSON: send a JSON object", None
             ) from None
@@ -380,8 +522,13 @@ class OpenAIEmbeddings:
         if not isinstance(public, str) or not public:
             raise _ParamError("'model' is required and must be a string", "model")
         progress.model = public
-        inputs = _parse_inputs(request.get("input"), self.max_inputs)
+        raw_input = request.get("input")
+        inputs = _parse_inputs(raw_input, self.max_inputs)
         progress.inputs = len(inputs)
+        _check_sizes(inputs, self.max_input_chars, self.max_request_chars)
+        truncate = request.get("truncate", False)
+        if not isinstance(truncate, bool):
+            raise _ParamError("'truncate' must be true or false", "truncate")
         encoding = request.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
             raise _ParamError("'encoding_format' must be 'float' or 'base64'", "encoding_format")
@@ -398,7 +545,20 @@ class OpenAIEmbeddings:
                     f"'dimensions' must be {native} for model {public!r} (it cannot be changed)",
                     "dimensions",
                 )
-        handles = self.runtime.enqueue_many(name, inputs, timeout=self.timeout)
+        items: list[Any] = list(inputs)
+        if getattr(self.runtime.adapter(name), "accepts_text_input", False):
+            items = [TextInput(text, truncate=truncate) for text in inputs]
+        elif truncate:
+            raise _ParamError(f"'truncate' is not supported for model {public!r}", "truncate")
+        try:
+            if sum(map(len, inputs)) < _INLINE_CHARS:
+                handles = self.runtime.enqueue_many(name, items, timeout=self.timeout)
+            else:
+                handles = await self.runtime.aenqueue_many(name, items, timeout=self.timeout)
+        except InputTooLarge as exc:
+            if exc.tokens is None or exc.limit is None:
+                raise
+            raise _context_length_error(exc, isinstance(raw_input, str)) from None
         progress.tokens = sum(h.cost for h in handles)
         results = await self._gather(handles, receive)
         if results is None:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 
 from aiaas_core import ConfigError
+from aiaas_serving._adapter import TextInput
 from aiaas_serving._bert import BertEncoder, load_bert_encoder
 from aiaas_serving._errors import InputTooLarge, InvalidInput
 
@@ -107,12 +108,22 @@ def _normalizes(folder: Path) -> bool:
     )
 
 
+def _ids(tokenizer: Tokenizer, text: str) -> list[int]:
+    """Token ids of one text. ``encode_batch`` releases the GIL while it works (``encode`` holds
+    it), so tokenising in a worker thread leaves the event loop free to answer."""
+    return list(tokenizer.encode_batch([text])[0].ids)
+
+
 class SentenceEmbeddingAdapter:
     """Text in, one embedding (``numpy.float32`` vector) out, batched on any device.
 
     ``truncate=True`` cuts inputs longer than ``max_length`` tokens (what sentence-transformers
-    does); ``truncate=False`` refuses them with :class:`InputTooLarge`.
+    does); ``truncate=False`` refuses them with :class:`InputTooLarge`. That is what a plain
+    string gets; a :class:`~aiaas_serving.TextInput` says for itself (``accepts_text_input``).
     """
+
+    #: ``prepare`` takes a :class:`~aiaas_serving.TextInput` as well as a string.
+    accepts_text_input: Final = True
 
     def __init__(
         self,
@@ -136,10 +147,11 @@ class SentenceEmbeddingAdapter:
         self.truncate = truncate
         self._max_length = max_length
         tokenizer.no_padding()
-        if truncate:
-            tokenizer.enable_truncation(max_length)
-        else:
-            tokenizer.no_truncation()
+        tokenizer.no_truncation()
+        # A copy that truncates, for the inputs that are to be cut (the tokenizer's own rule,
+        # special tokens kept).
+        self._truncating = type(tokenizer).from_str(tokenizer.to_str())
+        self._truncating.enable_truncation(max_length)
         self._cls: int = tokenizer.token_to_id("[CLS]") or 101
         self._sep: int = tokenizer.token_to_id("[SEP]") or 102
         self._filler: int = tokenizer.token_to_id("[UNK]") or 100
@@ -190,19 +202,28 @@ class SentenceEmbeddingAdapter:
         return self.encoder.config.hidden_size
 
     def tokenize(self, text: str) -> list[int]:
-        """Token ids of ``text`` as the model sees them (special tokens included)."""
-        return list(self.tokenizer.encode(text).ids)
+        """Token ids of ``text`` as the model sees them (special tokens included), cut to
+        ``max_length`` when this adapter truncates."""
+        return _ids(self._truncating if self.truncate else self.tokenizer, text)
 
-    def prepare(self, inputs: str) -> list[int]:
-        if not isinstance(inputs, str):
+    def prepare(self, inputs: str | TextInput) -> list[int]:
+        if isinstance(inputs, TextInput):
+            text, truncate = inputs.text, inputs.truncate
+        elif isinstance(inputs, str):
+            text, truncate = inputs, self.truncate
+        else:
             raise InvalidInput(f"the input must be a string, got {type(inputs).__name__}")
-        ids = self.tokenize(inputs)
-        if len(ids) > self._max_length:
-            raise InputTooLarge(
-                f"the input is {len(ids)} tokens long; at most {self._max_length} are accepted "
-                "(shorten it)"
-            )
-        return ids
+        ids = _ids(self.tokenizer, text)
+        if len(ids) <= self._max_length:
+            return ids
+        if truncate:
+            return _ids(self._truncating, text)
+        raise InputTooLarge(
+            f"the input is {len(ids)} tokens long; at most {self._max_length} are accepted "
+            "(shorten it)",
+            tokens=len(ids),
+            limit=self._max_length,
+        )
 
     def cost(self, item: list[int]) -> int:
         return len(item)

@@ -55,7 +55,13 @@ class GatewayTimeoutError(AiaasError):
 
 
 class ServingError(AiaasError):
-    """Mixin base of every serving outcome error: ``except ServingError`` catches them all."""
+    """Mixin base of every serving outcome error: ``except ServingError`` catches them all.
+
+    ``model`` is the model's name; ``index`` the position of the input that failed when several
+    were admitted together (``enqueue_many``; ``None`` otherwise).
+    """
+
+    index: int | None = None
 
     def __init__(
         self,
@@ -111,10 +117,27 @@ class Cancelled(ServingError):  # noqa: N818 -- the serving API names outcomes
 
 
 class InputTooLarge(ServingError, PayloadTooLargeError):  # noqa: N818 -- the serving API names outcomes
-    """The input can never fit the model's limits (length, token budget): refused at once."""
+    """The input can never fit the model's limits (length, token budget): refused at once.
+
+    ``tokens`` is the input's length and ``limit`` the most the model accepts, when known.
+    """
 
     code = "INPUT_TOO_LARGE"
     title = "Input too large"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        model: str | None = None,
+        tokens: int | None = None,
+        limit: int | None = None,
+        detail: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        self.tokens = tokens
+        self.limit = limit
+        super().__init__(message, model=model, detail=detail, code=code)
 
 
 class InvalidInput(ServingError, ValidationError):  # noqa: N818 -- the serving API names outcomes

@@ -12,6 +12,12 @@ priority level more urgent than that bucket's head, or has waited ``max_delay`` 
 then takes that bucket's most urgent requests up to the batch size and token budget (padded
 tokens).
 
+Admission: a model's queue holds at most ``max_queue`` requests; a group admitted together
+(``enqueue_many``) must fit beside what is queued, except that an empty queue takes any group,
+so a group larger than ``max_queue`` is served when the model is idle instead of never.
+``aenqueue_many`` prepares (tokenises) the inputs in a worker thread, so a large input never
+holds up the event loop.
+
 Outcomes: every accepted request ends exactly once, with its result or a typed error; results of
 requests that were cancelled or timed out while their batch ran are discarded.
 """
@@ -74,6 +80,7 @@ _OPEN: Final = "open"
 _DRAINING: Final = "draining"
 _CLOSED: Final = "closed"
 _END: Final = object()  # end-of-stream marker in a stream's chunk queue
+_UNSET: Final = object()  # "no item given" marker of _prepare
 _EWMA: Final = 0.2
 
 _Q_DEPTH: Final = "aiaas_serving_queue_depth"
@@ -678,8 +685,9 @@ class Runtime:
         deadline: float | None = None,
         timeout: float | None = None,
     ) -> list[RequestHandle[Any]]:
-        """Admit several requests all or none: the queue must hold them all and every input
-        must be valid, else nothing is queued and the error is raised."""
+        """Admit several requests all or none: the queue must hold them all (an empty queue
+        takes any number) and every input must be valid, else nothing is queued and the error
+        is raised (a :class:`ServingError` names the failing input's position in ``index``)."""
         loop = self._bind()
         state = self._model(model)
         _check_priority(priority)
@@ -687,7 +695,68 @@ class Runtime:
         now = loop.time()
         at = _resolve_deadline(now, deadline, timeout)
         self._admit(state, now, at, len(batch))
-        prepared = [self._prepare(state, x) for x in batch]
+        prepared = []
+        for index, item in enumerate(batch):
+            try:
+                prepared.append(self._prepare(state, item))
+            except ServingError as exc:
+                exc.index = index
+                raise
+        return [
+            RequestHandle(self, self._accept(loop, state, p, priority=priority, now=now, at=at))
+            for p in prepared
+        ]
+
+    async def aenqueue_many(
+        self,
+        model: str,
+        inputs: Iterable[Any],
+        *,
+        priority: int = 0,
+        deadline: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the requests' deadline, not a wait
+    ) -> list[RequestHandle[Any]]:
+        """:meth:`enqueue_many` with the inputs prepared (tokenised) in a worker thread, so the
+        event loop keeps answering while a large input is tokenised.
+
+        Admission is checked before preparing (an overloaded model refuses at once, without
+        the work) and again after it (the queue may have filled meanwhile); all or none.
+        """
+        loop = self._bind()
+        state = self._model(model)
+        _check_priority(priority)
+        batch = list(inputs)
+        now = loop.time()
+        at = _resolve_deadline(now, deadline, timeout)
+        self._admit(state, now, at, len(batch))
+        adapter = state.adapter
+        done: list[Any] = []
+
+        def prepare_all() -> None:
+            for item in batch:
+                # one at a time: on a failure, len(done) is the failing input's index
+                done.append(adapter.prepare(item))  # noqa: PERF401
+
+        failure: BaseException | None = None
+        try:
+            await loop.run_in_executor(None, prepare_all)
+        except Exception as exc:  # noqa: BLE001 -- classified on the loop just below
+            failure = exc
+        if failure is not None:
+            index = len(done)
+            try:
+                self._prepare(state, batch[index], failed=failure)
+            except ServingError as exc:
+                exc.index = index
+                raise
+        prepared = []
+        for index, item in enumerate(done):
+            try:
+                prepared.append(self._prepare(state, batch[index], item=item))
+            except ServingError as exc:
+                exc.index = index
+                raise
+        self._admit(state, loop.time(), at, len(batch))
         return [
             RequestHandle(self, self._accept(loop, state, p, priority=priority, now=now, at=at))
             for p in prepared
@@ -765,7 +834,7 @@ class Runtime:
             )
         queued = state.queue.live
         limit = state.policy.max_queue
-        if queued + count > limit:
+        if queued and queued + count > limit:
             self._reject(state, "overloaded")
             per = state.seconds_per_request
             wait = max(1.0, (queued + count) * per) if per is not None else 1.0
@@ -776,10 +845,22 @@ class Runtime:
                 retry_after=wait,
             )
 
-    def _prepare(self, state: _Model, inputs: Any) -> tuple[Any, int, int]:
+    def _prepare(
+        self,
+        state: _Model,
+        inputs: Any,
+        *,
+        item: Any = _UNSET,
+        failed: BaseException | None = None,
+    ) -> tuple[Any, int, int]:
+        """Prepare ``inputs`` and price the item; ``item`` or ``failed``: what a prepare done
+        elsewhere (a worker thread) gave, to price or to classify here."""
         adapter = state.adapter
         try:
-            item = adapter.prepare(inputs)
+            if failed is not None:
+                raise failed
+            if item is _UNSET:
+                item = adapter.prepare(inputs)
         except ServingError as exc:
             reason = "input_too_large" if isinstance(exc, InputTooLarge) else "invalid_input"
             self._reject(state, reason)
@@ -818,6 +899,8 @@ class Runtime:
                     f"the input is {cost} tokens long; model {state.name!r} accepts at most "
                     f"{state.buckets[-1]}: shorten it",
                     model=state.name,
+                    tokens=cost,
+                    limit=state.buckets[-1],
                 )
             bucket = found
             padded = state.buckets[bucket] if state.pad_to_bucket else cost

@@ -17,7 +17,11 @@ For every HTTP request it:
    ``max_body_bytes`` a 413 (refused from ``Content-Length`` before the app runs, or cut off while
    the app reads a chunked body), an :class:`aiaas_core.AiaasError` its own status, anything else a
    500 whose text and traceback stay in the server log (``aiaas.http``). Each is counted in
-   ``http_server_errors_total`` by code.
+   ``http_server_errors_total`` by code. Paths under a prefix named in ``error_renderers`` get
+   that renderer's body instead (``{"/v1/": openai_error_response}``: OpenAI's error shape);
+6. treats a client that disconnected (the app saw ``http.disconnect``) before any response as
+   what it is: no response is sent, nothing is logged as an error, and the request is counted
+   with status 499 (nginx's "client closed request") and the code ``CLIENT_DISCONNECTED``.
 
 Per-request work is kept small: every regular expression, label set, span name and metric child is
 built once and cached; tracing headers are only parsed when present (a lone canonical
@@ -33,7 +37,7 @@ from __future__ import annotations
 import logging
 import random
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final
 
@@ -51,6 +55,8 @@ from opentelemetry.trace import (
 
 from aiaas_core import (
     BadRequestError,
+    ErrorRenderer,
+    ErrorRenderers,
     InternalError,
     PayloadTooLargeError,
     as_aiaas_error,
@@ -88,6 +94,9 @@ _ZERO_SPAN: Final = b"0" * 16
 # Propagator lists whose extraction from a lone ``traceparent`` is exactly _remote_parent's.
 _PLAIN_PROPAGATORS: Final = frozenset({("tracecontext",), ("tracecontext", "baggage")})
 _ERRORS: Final = logging.getLogger("aiaas.http")
+#: The status and code a request is counted with when its client left before any response.
+CLIENT_CLOSED_STATUS: Final = 499
+CLIENT_DISCONNECTED: Final = "CLIENT_DISCONNECTED"
 
 
 def _status_class(status: int) -> str:
@@ -128,7 +137,9 @@ class TelemetryMiddleware:
     request id (no span, metrics or access log): health probes, for instance. ``metrics_path``
     (for example ``"/metrics"``) is answered by the service's Prometheus endpoint directly.
     ``max_body_bytes`` (``None``: no limit) bounds request bodies. ``problem_details=True``
-    renders errors as RFC 7807 ``application/problem+json`` instead of the shared error body.
+    renders errors as RFC 7807 ``application/problem+json`` instead of the shared error body;
+    ``error_renderers`` maps path prefixes to renderers for the errors of the paths under them
+    (the longest matching prefix wins).
     """
 
     __slots__ = (
@@ -146,6 +157,7 @@ class TelemetryMiddleware:
         "_names",
         "_problem",
         "_propagator",
+        "_renderers",
         "_resolver",
         "_sample",
         "_trace_fields",
@@ -165,6 +177,7 @@ class TelemetryMiddleware:
         metrics_path: str | None = None,
         access_log: bool = True,
         problem_details: bool = False,
+        error_renderers: Mapping[str, ErrorRenderer] | ErrorRenderers | None = None,
     ) -> None:
         if max_body_bytes is not None and max_body_bytes < 0:
             raise ValueError(f"max_body_bytes must be >= 0 or None, got {max_body_bytes!r}")
@@ -190,6 +203,7 @@ class TelemetryMiddleware:
         self.access_log = access_log
         self._sample = telemetry.profile.log.sampling_rate
         self._problem = problem_details
+        self._renderers = ErrorRenderers(error_renderers)
         self._names: dict[tuple[str, str], str] = {}
         self._duration_children: dict[tuple[str, str, str], Any] = {}
         self._active_children: dict[tuple[str, str], Any] = {}
@@ -249,9 +263,13 @@ class TelemetryMiddleware:
         await self._traced(scope, receive, send, path)
 
     async def _send_error(
-        self, send: Send, exc: BaseException, rid_header: tuple[bytes, bytes]
+        self, send: Send, exc: BaseException, rid_header: tuple[bytes, bytes], path: str
     ) -> int:
-        status, headers, body = error_response(exc, problem=self._problem)
+        renderer = self._renderers.for_path(path)
+        if renderer is None:
+            status, headers, body = error_response(exc, problem=self._problem)
+        else:
+            status, headers, body = renderer(as_aiaas_error(exc))
         headers.append(rid_header)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -281,7 +299,7 @@ class TelemetryMiddleware:
                 if err.status >= 500:
                     _ERRORS.error("unhandled exception in %s", scope["path"], exc_info=exc)
                 if not started:
-                    await self._send_error(send, err, rid_header)
+                    await self._send_error(send, err, rid_header, scope["path"])
 
     async def _traced(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         start = perf_counter()
@@ -380,14 +398,25 @@ class TelemetryMiddleware:
                     message = {**message, "headers": [*message.get("headers", ()), rid_header]}
                 await send(message)
 
-            app_receive = receive
+            disconnected = False
+
+            async def watched_receive() -> Message:
+                nonlocal disconnected
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    disconnected = True
+                return message
+
+            app_receive = watched_receive
             if max_body is not None and declared is None and (chunked or raw_method != "GET"):
                 received = 0
 
                 async def limited_receive() -> Message:
-                    nonlocal received, rejected, status, started, error_code
+                    nonlocal received, rejected, status, started, error_code, disconnected
                     message = await receive()
-                    if message["type"] == "http.request" and not rejected:
+                    if message["type"] == "http.disconnect":
+                        disconnected = True
+                    elif message["type"] == "http.request" and not rejected:
                         received += len(message.get("body", b""))
                         if received > max_body:
                             rejected = True
@@ -397,7 +426,7 @@ class TelemetryMiddleware:
                                     f"Request body too large: the limit is {max_body} bytes"
                                 )
                                 error_code = exc.code
-                                status = await self._send_error(send, exc, rid_header)
+                                status = await self._send_error(send, exc, rid_header, path)
                     if rejected:
                         return {"type": "http.disconnect"}
                     return message
@@ -415,12 +444,18 @@ class TelemetryMiddleware:
                     )
                 await self.app(scope, app_receive, send_wrapper)
                 if not started:
-                    _ERRORS.error(
-                        "%s %s: the application returned without a response", raw_method, path
-                    )
-                    error_code = "INTERNAL_ERROR"
-                    started = True
-                    status = await self._send_error(send, InternalError(), rid_header)
+                    if disconnected:  # nobody is left to answer: not a server error
+                        error_code = CLIENT_DISCONNECTED
+                        status = CLIENT_CLOSED_STATUS
+                    else:
+                        _ERRORS.error(
+                            "%s %s: the application returned without a response",
+                            raw_method,
+                            path,
+                        )
+                        error_code = "INTERNAL_ERROR"
+                        started = True
+                        status = await self._send_error(send, InternalError(), rid_header, path)
             except Exception as exc:  # noqa: BLE001 -- rendered as the error body, logged
                 if not rejected:  # after a 413 the app's failure to read the body is expected
                     err = as_aiaas_error(exc)
@@ -443,11 +478,15 @@ class TelemetryMiddleware:
                         span.record_exception(exc)
                     if not started:
                         started = True
-                        status = await self._send_error(send, err, rid_header)
+                        status = await self._send_error(send, err, rid_header, path)
             finally:
                 duration = perf_counter() - start
                 if status == 0:
-                    status = 500  # cancelled before any response
+                    if disconnected:
+                        status = CLIENT_CLOSED_STATUS  # cancelled after its client left
+                        error_code = error_code or CLIENT_DISCONNECTED
+                    else:
+                        status = 500  # cancelled before any response
                 if template is None:
                     found = template_from_scope(scope)
                     if found is not None:

@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 from opentelemetry.propagators.textmap import TextMapPropagator
 from prometheus_client import CollectorRegistry, Histogram
 
+from aiaas_core import ErrorRenderer, ErrorRenderers
 from aiaas_telemetry import __version__
 from aiaas_telemetry._asgi import ASGIApp
 from aiaas_telemetry._audit import Auditor, AuditSink, LoggingAuditSink
@@ -111,6 +112,7 @@ class Telemetry:
         metrics_path: str | None = None,
         access_log: bool = True,
         problem_details: bool = False,
+        error_renderers: Mapping[str, ErrorRenderer] | ErrorRenderers | None = None,
     ) -> TelemetryMiddleware:
         """Wrap ``app`` in a :class:`aiaas_telemetry.TelemetryMiddleware` bound to these handles."""
         return TelemetryMiddleware(
@@ -122,6 +124,7 @@ class Telemetry:
             metrics_path=metrics_path,
             access_log=access_log,
             problem_details=problem_details,
+            error_renderers=error_renderers,
         )
 
     def metrics_app(self) -> ASGIApp:
