@@ -25,6 +25,7 @@ def _import_time_us() -> int:
         capture_output=True,
         text=True,
         check=True,
+        timeout=600,
     )
     match = IMPORT_LINE.search(out.stderr)
     assert match, out.stderr[-500:]

@@ -49,7 +49,15 @@ def _time_to_ready(
     args: list[str], env: dict[str, str], log: IO[bytes], timeout: float
 ) -> tuple[float, str]:
     began = time.monotonic()
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=log)
+    # SIGINT stops it as Ctrl-C would, even when this script runs from a background shell job
+    # (which starts children with SIGINT ignored): the child starts with the default handling.
+    proc = subprocess.Popen(
+        args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
     assert proc.stdout is not None
 
     def tail() -> str:
@@ -76,7 +84,7 @@ def _time_to_ready(
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=60)
 
 
 def main(argv: list[str] | None = None) -> int:

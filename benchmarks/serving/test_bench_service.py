@@ -98,7 +98,7 @@ def service() -> Iterator[tuple[str, int]]:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
+                proc.wait(timeout=60)
 
 
 @pytest.mark.benchmark(group="serving-service")

@@ -137,6 +137,7 @@ def extract(revision: str, into: Path) -> Path:
         cwd=ROOT,
         check=True,
         capture_output=True,
+        timeout=600,
     ).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
@@ -154,6 +155,7 @@ def measure(src: Path | None) -> dict[str, Any]:
         capture_output=True,
         text=True,
         cwd=ROOT,
+        timeout=600,
     ).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result

@@ -147,7 +147,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             process.kill()
-    process.wait()
+    process.wait(timeout=60)
 
 
 def start(

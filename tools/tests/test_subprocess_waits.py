@@ -10,7 +10,8 @@ check reads the test code (no import) and fails on:
 - ``send_signal(signal.SIGINT)`` in a file that does not restore the child's SIGINT handling
   (``default_int_handler`` or ``SIG_DFL``).
 
-SCANNED lists the test trees it holds for; a tree joins it once its waits are bounded.
+SCANNED is every project's test tree (found by folder, so a new package or example is held to
+it at once), the benchmarks and the tools' own tests.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCANNED = ("packages/aiaas-infra/tests", "packages/aiaas-db/tests", "tools/tests")
+SCANNED = tuple(
+    str(path.relative_to(ROOT))
+    for path in [
+        *sorted(ROOT.glob("packages/*/tests")),
+        *sorted(ROOT.glob("examples/*/tests")),
+        ROOT / "benchmarks",
+        ROOT / "tools" / "tests",
+    ]
+)
 RUNNERS = frozenset({"run", "call", "check_call", "check_output"})
 WAITS = frozenset({"wait", "communicate"})
 PROCESS_HINTS = ("proc", "process", "popen", "child")
@@ -72,6 +81,11 @@ def unbounded_waits(source: str, name: str = "<test>") -> list[str]:
                 "does not restore (a background shell starts it ignored)"
             )
     return found
+
+
+def test_every_project_test_tree_is_scanned() -> None:
+    assert {"packages/aiaas-core/tests", "examples/inference-service/tests"} <= set(SCANNED)
+    assert len([t for t in SCANNED if t.startswith(("packages/", "examples/"))]) >= 9
 
 
 @pytest.mark.parametrize("tree", SCANNED)

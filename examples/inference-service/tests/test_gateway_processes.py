@@ -61,7 +61,7 @@ def two_services(platform: Platform) -> Iterator[Services]:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-                proc.communicate()
+                proc.communicate(timeout=30)
 
 
 def embed(base: str, token: str, text: str) -> Any:

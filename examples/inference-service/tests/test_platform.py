@@ -76,7 +76,7 @@ class Running:
         """Only after a failure: the process is gone when this returns."""
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait()
+            self.proc.wait(timeout=30)
 
 
 def launch(workdir: Path, *args: str, env: dict[str, str] | None = None) -> Running:

@@ -61,7 +61,9 @@ def wait_ready(base: str, proc: subprocess.Popen[str], timeout: float = 120) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"the service exited early: {proc.communicate()[1][-3000:]}")
+            raise AssertionError(
+                f"the service exited early: {proc.communicate(timeout=30)[1][-3000:]}"
+            )
         try:
             if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
                 return
@@ -69,7 +71,7 @@ def wait_ready(base: str, proc: subprocess.Popen[str], timeout: float = 120) -> 
             pass
         time.sleep(0.2)
     proc.kill()
-    raise AssertionError(f"not ready in {timeout}s: {proc.communicate()[1][-3000:]}")
+    raise AssertionError(f"not ready in {timeout}s: {proc.communicate(timeout=30)[1][-3000:]}")
 
 
 def requests_seen(base: str, route: str) -> tuple[float, float]:
@@ -152,7 +154,7 @@ def test_sigterm_drains_requests_in_flight_and_flushes_their_usage(platform: Pla
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr[-3000:]
     assert failures == {}
     assert answers == dict.fromkeys(ids, 200)  # every accepted request was answered
@@ -197,7 +199,7 @@ def test_local_mode_starts_migrates_and_seeds_a_local_database(data_dir: str) ->
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr[-3000:]
     assert token not in stderr  # the service never prints the key
     cluster = LocalPostgres(os.path.join(data_dir, "pg"))
@@ -219,6 +221,7 @@ def test_help_and_bad_configuration() -> None:
         text=True,
         check=False,
         env=base_env(),
+        timeout=120,
     )
     assert helped.returncode == 0
     assert "_DATABASE_URL" in helped.stdout
@@ -228,6 +231,7 @@ def test_help_and_bad_configuration() -> None:
         text=True,
         check=False,
         env=base_env(INFERENCE_SERVICE_DATABASE_URL="postgresql://nowhere/x"),
+        timeout=120,
     )
     assert bad.returncode == 2
     assert "INFERENCE_SERVICE_API_KEY_HASH_KEY" in bad.stderr
@@ -261,5 +265,5 @@ def test_an_unreachable_database_is_503_not_a_crash() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr[-2000:]

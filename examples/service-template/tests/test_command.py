@@ -93,7 +93,7 @@ def wait_healthy(base: str, proc: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"the service exited early: {proc.communicate()[1]}")
+            raise AssertionError(f"the service exited early: {proc.communicate(timeout=30)[1]}")
         try:
             if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                 return
@@ -125,7 +125,7 @@ def test_serves_then_stops_gracefully_on_sigterm(
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
     assert greeting.json() == {"greeting": "Hello, Ada!"}
     assert metrics.status_code == 200

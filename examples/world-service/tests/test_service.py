@@ -78,7 +78,7 @@ def test_serves_and_stops_gracefully_on_sigterm(keys: Any, error_validator: Any)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
     assert world.status_code == 200
     assert world.json()["message"] == "Hello, world-service!"

@@ -43,7 +43,9 @@ def test_unknown_attribute_raises() -> None:
 def test_import_is_lazy() -> None:
     """`import aiaas_core` must not pull in attrs or cattrs (the 50 ms import budget)."""
     code = "import sys, aiaas_core; print([m for m in ('attrs', 'cattrs') if m in sys.modules])"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     assert "attrs" not in out.stdout
     assert "cattrs" not in out.stdout
 

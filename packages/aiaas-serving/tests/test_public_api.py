@@ -50,7 +50,9 @@ def test_import_does_not_load_torch() -> None:
         "from aiaas_serving import BatchPolicy, Overloaded, InMemoryMetrics, OpenAIEmbeddings; "
         "print(sorted(m for m in ('torch', 'numpy', 'tokenizers') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     assert out.stdout.strip() == "[]"
 
 

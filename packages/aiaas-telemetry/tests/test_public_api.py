@@ -52,7 +52,9 @@ def test_import_is_lazy() -> None:
         "import sys, aiaas_telemetry; "
         "print([m for m in ('opentelemetry', 'prometheus_client', 'attrs') if m in sys.modules])"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     assert out.stdout.strip() == "[]"
 
 
