@@ -28,8 +28,9 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future as ConcurrentFuture
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 import attrs
@@ -213,6 +214,16 @@ def _resolve_deadline(now: float, deadline: object, timeout: object) -> float | 
             raise TypeError(f"deadline must be a time.monotonic() value, got {deadline!r}")
         return now + (float(deadline) - time.monotonic())  # type: ignore[arg-type]
     return None
+
+
+@contextmanager
+def _input_at(index: int) -> Iterator[None]:
+    """A :class:`ServingError` raised inside names the failing input's position (``index``)."""
+    try:
+        yield
+    except ServingError as exc:
+        exc.index = index
+        raise
 
 
 def _check_priority(priority: object) -> None:
@@ -697,11 +708,8 @@ class Runtime:
         self._admit(state, now, at, len(batch))
         prepared = []
         for index, item in enumerate(batch):
-            try:
+            with _input_at(index):
                 prepared.append(self._prepare(state, item))
-            except ServingError as exc:
-                exc.index = index
-                raise
         return [
             RequestHandle(self, self._accept(loop, state, p, priority=priority, now=now, at=at))
             for p in prepared
@@ -743,19 +751,12 @@ class Runtime:
         except Exception as exc:  # noqa: BLE001 -- classified on the loop just below
             failure = exc
         if failure is not None:
-            index = len(done)
-            try:
-                self._prepare(state, batch[index], failed=failure)
-            except ServingError as exc:
-                exc.index = index
-                raise
+            with _input_at(len(done)):
+                self._prepare(state, batch[len(done)], failed=failure)
         prepared = []
         for index, item in enumerate(done):
-            try:
+            with _input_at(index):
                 prepared.append(self._prepare(state, batch[index], item=item))
-            except ServingError as exc:
-                exc.index = index
-                raise
         self._admit(state, loop.time(), at, len(batch))
         return [
             RequestHandle(self, self._accept(loop, state, p, priority=priority, now=now, at=at))
