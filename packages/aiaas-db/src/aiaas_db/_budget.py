@@ -33,7 +33,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, Literal
@@ -41,13 +41,13 @@ from typing import Any, Final, Literal
 import attrs
 
 from aiaas_core import ServiceUnavailableError
+from aiaas_db._usage import Connect, dsn_connector
 
 __all__ = ["Budget", "BudgetPeriod", "BudgetTracker", "BudgetUnavailableError"]
 
 logger = logging.getLogger("aiaas.db.budget")
 
 BudgetPeriod = Literal["day", "month"]
-Connect = Callable[[], Awaitable[Any]]
 
 #: Events written this long after they happened are still counted before the next rollup.
 _LATE_EVENTS: Final = "5 minutes"
@@ -150,17 +150,6 @@ class _Entry:
     refreshing: asyncio.Future[Budget | None] | None = None
 
 
-def _dsn_connect(dsn: str) -> Connect:
-    async def connect() -> Any:
-        import psycopg  # noqa: PLC0415 -- keeps `import aiaas_db` cheap
-
-        return await psycopg.AsyncConnection.connect(
-            dsn, autocommit=True, application_name="aiaas-db budgets"
-        )
-
-    return connect
-
-
 def _org_id(value: uuid.UUID | str) -> uuid.UUID:
     if isinstance(value, uuid.UUID):
         return value
@@ -196,7 +185,9 @@ class BudgetTracker:
             raise ValueError("refresh_interval must be > 0 and write_lag >= 0 seconds")
         if max_organizations < 1:
             raise ValueError("max_organizations must be >= 1")
-        self._connect = _dsn_connect(connect) if isinstance(connect, str) else connect
+        self._connect = (
+            dsn_connector(connect, "aiaas-db budgets") if isinstance(connect, str) else connect
+        )
         self.refresh_interval = refresh_interval
         self.write_lag = write_lag
         self.max_organizations = max_organizations

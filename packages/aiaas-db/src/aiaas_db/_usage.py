@@ -138,12 +138,15 @@ class UsageStats:
 Connect = Callable[[], Awaitable[Any]]
 
 
-def _dsn_connect(dsn: str) -> Connect:
+def dsn_connector(dsn: str, application_name: str) -> Connect:
+    """A :data:`Connect` that opens an autocommit ``AsyncConnection`` to ``dsn`` (shared by the
+    usage writer and the budget tracker; psycopg is imported on first use)."""
+
     async def connect() -> Any:
         import psycopg  # noqa: PLC0415 -- keeps `import aiaas_db` cheap
 
         return await psycopg.AsyncConnection.connect(
-            dsn, autocommit=True, application_name="aiaas-db usage writer"
+            dsn, autocommit=True, application_name=application_name
         )
 
     return connect
@@ -172,7 +175,9 @@ class UsageWriter:
             raise ValueError("buffer_limit and batch_size must be >= 1")
         if flush_interval <= 0 or max_backoff <= 0:
             raise ValueError("flush_interval and max_backoff must be > 0 seconds")
-        self._connect = _dsn_connect(connect) if isinstance(connect, str) else connect
+        self._connect = (
+            dsn_connector(connect, "aiaas-db usage writer") if isinstance(connect, str) else connect
+        )
         self.buffer_limit = buffer_limit
         self.batch_size = batch_size
         self.flush_interval = flush_interval
