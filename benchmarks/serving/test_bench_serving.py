@@ -6,7 +6,9 @@ threads, on a fixed mix of 256 sentences whose token lengths spread uniformly ov
 1. the limit (raw length-sorted batches of 32) vs the runtime at saturation (all requests at
    once): efficiency;
 2. the runtime vs unbatched per-request execution at concurrency 64: speedup;
-3. the runtime vs Ray Serve's ``@serve.batch`` in-process (same model, batch size 32, 10 ms wait);
+3. the runtime vs Ray Serve's ``@serve.batch`` in-process (same model, batch size 32, 10 ms wait),
+   and the runtime without aging across buckets (``age_window=1.0``, at concurrency 64): p50 and
+   p99 latency as ratios to Ray's (``p50_vs_ray_serve_batch_c64``, ``p99_vs_...``);
 4. one request at an idle device: latency added over calling the model directly, and the
    runtime's own per-request cost with a no-op model;
 5. padding buckets vs pad-to-longest (one bucket) at saturation.
@@ -56,7 +58,13 @@ WAIT_S = 0.01
 SWEEP = (1, 4, 16)
 SWEEP_N = 96  # sentences per point below concurrency 64
 RESULTS: dict[str, dict[str, Any]] = {}
-CURVES: dict[str, list[dict[str, float]]] = {"aiaas runtime": [], "unbatched": [], "ray": []}
+NO_WINDOW = "aiaas runtime, age_window=1"
+CURVES: dict[str, list[dict[str, float]]] = {
+    "aiaas runtime": [],
+    NO_WINDOW: [],
+    "unbatched": [],
+    "ray": [],
+}
 
 
 def policy(**changes: Any) -> BatchPolicy:
@@ -117,12 +125,20 @@ def summarise() -> dict[str, float]:
         "efficiency_vs_length_sorted_limit": ("runtime_saturation", "limit_length_sorted"),
         "speedup_vs_unbatched_c64": ("runtime_c64", "unbatched_c64"),
         "speedup_vs_ray_serve_batch_c64": ("runtime_c64", "ray_serve_batch_c64"),
+        "age_window_throughput_gain_c64": ("runtime_c64", "runtime_no_age_window_c64"),
         "buckets_over_pad_to_longest": ("runtime_buckets", "runtime_pad_to_longest"),
     }
     for name, (ours, theirs) in pairs.items():
         a, b = tput(ours), tput(theirs)
         if a and b:
             out[name] = round(a / b, 3)
+    ours, ray = RESULTS.get("runtime_c64", {}), RESULTS.get("ray_serve_batch_c64", {})
+    before = RESULTS.get("runtime_no_age_window_c64", {})
+    for q in ("p50_s", "p99_s"):
+        if ours.get(q) and ray.get(q):
+            out[f"{q[:3]}_vs_ray_serve_batch_c64"] = round(ours[q] / ray[q], 3)
+        if before.get(q) and ray.get(q):
+            out[f"{q[:3]}_vs_ray_serve_batch_c64_age_window_1"] = round(before[q] / ray[q], 3)
     idle = RESULTS.get("idle_single_request", {})
     if idle:
         out["idle_added_latency_us_vs_device_thread"] = idle["added_us"]
@@ -269,19 +285,29 @@ def test_concurrency_64_and_latency_throughput_curves(benchmark, adapter, senten
     and Ray Serve's @serve.batch in-process (max_batch_size=32, batch_wait_timeout_s=0.01),
     each contender in turn at each level."""
     runtime, model = new_runtime(loop, adapter)
+    # the same runtime without aging across buckets (every queued request of the chosen bucket
+    # joins its batch, as before age_window existed), at concurrency 64 only
+    windowless, no_window = new_runtime(loop, adapter, age_window=1.0)
     unbatched = Unbatched(adapter)
 
     async def build() -> Any:  # Ray's batch queue binds to the loop it first runs on
         return ray_serve_batcher(adapter, BATCH, WAIT_S)
 
     ray = loop.run_until_complete(build())
-    calls = {"aiaas runtime": model.submit, "unbatched": unbatched, "ray": ray.embed}
+    calls = {
+        "aiaas runtime": model.submit,
+        NO_WINDOW: no_window.submit,
+        "unbatched": unbatched,
+        "ray": ray.embed,
+    }
     for call in calls.values():  # first calls on a fresh thread are slow: keep them out
         loop.run_until_complete(closed_loop(call, sentences[-24:], 4))
 
     def sweep() -> None:
         for concurrency, items in ((64, sentences), *((c, sentences[:SWEEP_N]) for c in SWEEP)):
             for name, call in calls.items():
+                if name == NO_WINDOW and concurrency != 64:
+                    continue
                 seconds, latencies = loop.run_until_complete(closed_loop(call, items, concurrency))
                 point = {
                     "concurrency": concurrency,
@@ -293,17 +319,25 @@ def test_concurrency_64_and_latency_throughput_curves(benchmark, adapter, senten
     timed(benchmark, sweep)
     sizes = runtime.metrics.histogram("aiaas_serving_batch_size", model="minilm")
     loop.run_until_complete(runtime.aclose())
+    loop.run_until_complete(windowless.aclose())
     loop.run_until_complete(ray.aclose())
     unbatched.close()
     for name, key in (
         ("aiaas runtime", "runtime_c64"),
+        (NO_WINDOW, "runtime_no_age_window_c64"),
         ("unbatched", "unbatched_c64"),
         ("ray", "ray_serve_batch_c64"),
     ):
         RESULTS[key] = dict(next(p for p in CURVES[name] if p["concurrency"] == 64))
     benchmark.extra_info["mean_runtime_batch_size"] = round(sizes.mean, 2)
     benchmark.extra_info["c64"] = {
-        k: RESULTS[k] for k in ("runtime_c64", "unbatched_c64", "ray_serve_batch_c64")
+        k: RESULTS[k]
+        for k in (
+            "runtime_c64",
+            "runtime_no_age_window_c64",
+            "unbatched_c64",
+            "ray_serve_batch_c64",
+        )
     }
     benchmark.extra_info["curves"] = CURVES
 

@@ -85,3 +85,27 @@ def test_name_must_match_folder_and_main_exit_codes(tmp_path: Path) -> None:
 def test_the_repository_itself_is_clean() -> None:
     root = Path(check_projects.__file__).resolve().parents[1]
     assert check_projects.check(root) == []
+
+
+def test_private_modules_of_another_distribution_are_refused(tmp_path: Path) -> None:
+    _package(tmp_path, "aiaas-core", source="from aiaas_core._own import fine\n")
+    _package(
+        tmp_path,
+        "aiaas-telemetry",
+        deps='"aiaas-core>=0.1,<0.2"',
+        source=(
+            "from aiaas_core._errors import AiaasError\n"
+            "from aiaas_core import _hashing\n"
+            "import aiaas_core.sub._private.deep\n"
+            "from aiaas_core import __version__, PublicName\n"
+            "from aiaas_telemetry._mine import ok\n"
+        ),
+    )
+    problems = check_projects.check(tmp_path)
+    init = "packages/aiaas-telemetry/src/aiaas_telemetry/__init__.py"
+    hint = "use its public API (add the name to aiaas_core.__all__ if it is missing)"
+    assert problems == [
+        f"{init}:2: imports aiaas_core._errors, a private module of aiaas_core: {hint}",
+        f"{init}:3: imports aiaas_core._hashing, a private module of aiaas_core: {hint}",
+        f"{init}:4: imports aiaas_core.sub._private, a private module of aiaas_core: {hint}",
+    ]

@@ -11,7 +11,7 @@ check reads the test code (no import) and fails on:
   (``default_int_handler`` or ``SIG_DFL``).
 
 SCANNED is every project's test tree (found by folder, so a new package or example is held to
-it at once), the benchmarks and the tools' own tests.
+it at once), the benchmarks, the fault campaign (``chaos/``) and the tools' own tests.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ SCANNED = tuple(
         *sorted(ROOT.glob("packages/*/tests")),
         *sorted(ROOT.glob("examples/*/tests")),
         ROOT / "benchmarks",
+        ROOT / "chaos",
         ROOT / "tools" / "tests",
     ]
 )

@@ -139,3 +139,20 @@ def test_the_command_for_real(command: list[str]) -> None:
     )
     assert helped.returncode == 0
     assert "Hello, Name!" in helped.stdout
+
+
+def test_an_out_of_range_aiaas_package_stops_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """aiaas-core 0.9.0's metadata first on sys.path (as a pip install of it leaves it): the
+    command refuses with 78 before doing anything, and says what to install."""
+    info = tmp_path / "aiaas_core-0.9.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: aiaas-core\nVersion: 0.9.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["x"], environ={}) == 78
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("hello-service: error VERSION_SKEW:")
+    assert "hello-service 0.1.0 requires aiaas-core<0.2,>=0.1, but aiaas-core 0.9.0" in captured.err
+    assert "aiaas-telemetry 0.1.0 requires aiaas-core" in captured.err

@@ -81,6 +81,15 @@ def minilm() -> Any:
     return SentenceEmbeddingAdapter.minilm()
 
 
+@pytest.fixture(scope="session")
+def smollm2() -> Any:
+    """SmolLM2-135M-Instruct, loaded once by the service's own default loader (the chat model
+    it serves by default)."""
+    from inference_service._app import _load_chat_model
+
+    return _load_chat_model("auto")
+
+
 class LogCapture(io.StringIO):
     def records(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.getvalue().splitlines() if line.strip()]
@@ -106,8 +115,16 @@ def telemetry(log_stream: LogCapture) -> Iterator[Any]:
         tel.shutdown()
 
 
-def make_service(platform_db: Database, telemetry: Any, minilm: Any, **env: str) -> Service:
-    values = {"INFERENCE_SERVICE_DEVICE": "cpu", **env}
+def make_service(
+    platform_db: Database, telemetry: Any, minilm: Any, *, chat: Any = None, **env: str
+) -> Service:
+    """The service on ``minilm``; with ``chat`` (a loaded generation model) also serving it as
+    the chat model (else chat is off: most tests need embeddings only)."""
+    values = {
+        "INFERENCE_SERVICE_DEVICE": "cpu",
+        "INFERENCE_SERVICE_CHAT": "false" if chat is None else "true",
+        **env,
+    }
     return Service(
         load(values, {}),
         telemetry,
@@ -115,6 +132,7 @@ def make_service(platform_db: Database, telemetry: Any, minilm: Any, **env: str)
         key_store=platform_db.key_store(),
         hasher=platform_db.hasher,
         adapter_factory=lambda: minilm,
+        generation_factory=None if chat is None else (lambda: chat),
     )
 
 

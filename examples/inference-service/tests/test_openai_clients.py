@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import socket
+import sys
 import threading
+import time
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import openai
+import psycopg
 import pytest
 from conftest import LogCapture, Platform, make_service, serve
+from inference_service._cli import banner
 from test_service import add_key, bearer, metric, usage_rows
 
 from aiaas_serving import TextInput
@@ -372,3 +378,157 @@ def _answer(port: int | None, head: bytes) -> tuple[int, Any]:
     raw = b"".join(chunks)
     header, _, body = raw.partition(b"\r\n\r\n")
     return int(header.split(b" ", 2)[1]), json.loads(body)
+
+
+CHAT = "SmolLM2-135M-Instruct"
+FRANCE = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+
+
+async def test_chat_with_the_openai_client_streamed_or_not_billed_and_rate_limited(
+    platform: Platform, telemetry: Any, minilm: Any, smollm2: Any, log_stream: LogCapture
+) -> None:
+    """One service start serving SmolLM2-135M-Instruct beside MiniLM (issue 14)."""
+    service = make_service(
+        platform.database(),
+        telemetry,
+        minilm,
+        chat=smollm2,
+        INFERENCE_SERVICE_RATE_LIMITS_PRO="key_tpm=200",
+    )
+    key = add_key(platform, roles=["developer"], scopes=["completions:create", "models:read"])
+    embed_only = add_key(platform, roles=["developer"], scopes=["embeddings:create"])
+    rid = {name: f"chat-{name}-{uuid.uuid4().hex}" for name in ("whole", "stream", "left")}
+    async with serve(service) as client:
+        api = openai_client(client, key)
+        assert {m.id for m in (await api.models.list()).data} == {MODEL, CHAT}
+        ready = await client.get("/ready")
+        assert ready.status_code == 200
+        assert '"kv_blocks_free"' in ready.text  # the chat engine's state in the model check
+        raw = await api.chat.completions.with_raw_response.create(
+            model=CHAT,
+            messages=FRANCE,
+            temperature=0,
+            max_tokens=24,
+            extra_headers={"X-Request-ID": rid["whole"]},
+        )
+        whole = raw.parse()
+        assert whole.choices[0].message.content == "The capital of France is Paris."
+        assert whole.choices[0].finish_reason == "stop"
+        assert whole.usage is not None
+        first_total = whole.usage.total_tokens
+        remaining_before = int(raw.headers["x-ratelimit-remaining-tokens"])
+        started = time.monotonic()
+
+        stream = await api.chat.completions.with_raw_response.create(
+            model=CHAT,
+            messages=FRANCE,
+            temperature=0,
+            max_tokens=24,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"X-Request-ID": rid["stream"]},
+        )
+        # the first request's tokens (prompt + completion) were charged to the key's bucket
+        remaining_after = int(stream.headers["x-ratelimit-remaining-tokens"])
+        refilled = math.ceil((time.monotonic() - started) * 200 / 60) + 1  # 200 a minute
+        charged = remaining_before - remaining_after
+        assert first_total - refilled <= charged <= first_total
+        chunks = [chunk async for chunk in stream.parse()]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "The capital of France is Paris."
+        assert chunks[-1].usage is not None
+        assert chunks[-1].usage.model_dump() == whole.usage.model_dump()
+
+        # a client that leaves mid-stream frees its KV blocks and is counted as a disconnect
+        engine = service.chat_engine
+        body = {
+            "model": CHAT,
+            "messages": FRANCE,
+            "stream": True,
+            "max_tokens": 400,
+            "temperature": 1.0,
+            "seed": 1,
+            "stop": ["never-generated-stop-string"],
+        }
+        async with client.stream(
+            "POST",
+            "/v1/chat/completions",
+            json=body,
+            headers={**bearer(key), "X-Request-ID": rid["left"]},
+        ) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if '"content":"' in line and '"content":""' not in line:
+                    break
+        for _ in range(1000):
+            if engine.num_free_blocks == engine.num_blocks and engine.num_running == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert engine.num_free_blocks == engine.num_blocks
+
+        # the banner's chat lines (nox -s platform prints them) work as pasted
+        local = SimpleNamespace(api_key=key, local=True, data_dir="/data", server="PostgreSQL")
+        printed = banner(service.settings, local, port=client.base_url.port or 0, seconds=1.0)
+        assert f"serving {MODEL} and {CHAT}" in printed
+        lines = printed.splitlines()
+        curl = next(line for line in lines if line.startswith("curl -sN "))
+        snippet_at = [i for i, line in enumerate(lines) if line == "from openai import OpenAI"][1]
+        snippet = "\n".join(lines[snippet_at : lines.index("print()", snippet_at) + 1])
+        ran_curl = await asyncio.create_subprocess_exec(
+            "bash", "-c", curl, stdout=asyncio.subprocess.PIPE
+        )
+        ran_snippet = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", snippet, stdout=asyncio.subprocess.PIPE
+        )
+        sse, _ = await ran_curl.communicate()
+        said, _ = await ran_snippet.communicate()
+        assert (ran_curl.returncode, ran_snippet.returncode) == (0, 0)
+        assert said.decode() == "The capital of France is Paris.\n"
+        events = [e.removeprefix("data: ") for e in sse.decode().split("\n\n") if e]
+        assert events[-1] == "[DONE]"
+        pieces = [json.loads(e)["choices"][0]["delta"].get("content") for e in events[:-1]]
+        assert "".join(p or "" for p in pieces) == "The capital of France is Paris."
+
+        # the two compute routes need the completions scope (when the key has scopes)
+        scoped = openai_client(client, embed_only)
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            await scoped.chat.completions.create(model=CHAT, messages=FRANCE)
+        assert "completions:create" in caught.value.message
+        with pytest.raises(openai.PermissionDeniedError):
+            await scoped.completions.create(model=CHAT, prompt="Paris is")
+        # the key's token bucket is spent: the gateway refuses before any compute
+        refusal: openai.RateLimitError | None = None
+        for _ in range(10):
+            try:
+                await api.completions.create(model=CHAT, prompt="Paris " * 150, max_tokens=1)
+            except openai.RateLimitError as exc:
+                refusal = exc
+                break
+        assert refusal is not None
+        assert refusal.code == "rate_limit_exceeded"
+        assert "tokens" in refusal.message
+        assert await service.usage.flush(10)
+    assert errors_logged(log_stream) == []
+    with psycopg.connect(platform.url) as conn:
+        rows = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "SELECT request_id, model_id IS NOT NULL, status, error_code, tokens_consumed,"
+                " prompt_tokens, completion_tokens FROM usage_events WHERE request_id = ANY(%s)",
+                (list(rid.values()),),
+            ).fetchall()
+        }
+    usage = whole.usage
+    expected = (usage.total_tokens, usage.prompt_tokens, usage.completion_tokens)
+    assert rows[rid["whole"]][1:] == ("success", None, *expected)
+    assert rows[rid["stream"]][1:] == ("success", None, *expected)
+    status, code, total, prompt, completion = rows[rid["left"]][1:]
+    assert (status, code, prompt) == ("error", "CLIENT_DISCONNECTED", usage.prompt_tokens)
+    assert 1 <= completion < 400
+    assert total == prompt + completion
+    access = {
+        r["request_id"]: r["http.status_code"]
+        for r in log_stream.records()
+        if r.get("logger") == "aiaas.access"
+    }
+    assert (access[rid["whole"]], access[rid["stream"]]) == (200, 200)

@@ -41,6 +41,9 @@ def base_env(**extra: str) -> dict[str, str]:
             "OTEL_SDK_DISABLED": "true",
             "INFERENCE_SERVICE_TRACING": "false",
             "INFERENCE_SERVICE_DEVICE": "cpu",
+            # SmolLM2 (the chat model, on by default) is served in test_openai_clients.py; the
+            # process tests need embeddings only and spare the shared CPUs its load
+            "INFERENCE_SERVICE_CHAT": "false",
             **extra,
         }
     )

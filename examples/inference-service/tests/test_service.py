@@ -263,6 +263,9 @@ async def test_requests_continue_while_the_database_is_down(
                 metric(metrics, "inference_usage_events_total", outcome="dropped_buffer_full") == 2
             )
             assert metric(metrics, "inference_usage_database_up") == 0
+            # The installed aiaas packages fit: that check stays ok through the outage.
+            assert ready.json()["checks"]["version-skew"]["status"] == "ok"
+            assert metric(metrics, "aiaas_version_skew_problems") == 0
             cluster.start()
             for _ in range(200):
                 if service.usage.stats.pending == 0:

@@ -198,3 +198,24 @@ def test_public_names_are_sorted_complete_and_resolvable() -> None:
     assert set(dir(inference_service)) == set(inference_service.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = inference_service.nope
+
+
+def test_the_banner_shows_the_chat_model_only_when_it_is_served() -> None:
+    from types import SimpleNamespace
+
+    from inference_service._cli import banner
+
+    local = SimpleNamespace(api_key="aiaas_k", local=True, data_dir="/d", server="PostgreSQL")
+    on = banner(load({}, {}), local, port=8080, seconds=1.0)
+    assert "serving all-MiniLM-L6-v2 and SmolLM2-135M-Instruct" in on
+    assert "curl -sN http://127.0.0.1:8080/v1/chat/completions" in on
+    assert 'stream = client.chat.completions.create(model="SmolLM2-135M-Instruct"' in on
+    off = banner(load({"INFERENCE_SERVICE_CHAT": "false"}, {}), local, port=8080, seconds=1.0)
+    assert "SmolLM2" not in off
+    assert "/chat/completions" not in off
+    settings = load({"INFERENCE_SERVICE_CHAT_KV_CACHE_MIB": "64"}, {})
+    assert (settings.chat, settings.chat_kv_cache_mib, settings.chat_timeout) == (
+        True,
+        64,
+        timedelta(seconds=120),
+    )

@@ -81,6 +81,11 @@ def test_probes(base_url: str) -> None:
     telemetry_check = ready.json()["checks"]["telemetry"]
     assert telemetry_check["critical"] is False
     assert telemetry_check["details"]["queued_spans"] >= 0
+    # The installed aiaas packages fit the ranges this service and they declare.
+    skew = ready.json()["checks"]["version-skew"]
+    assert skew["status"] == "ok"
+    assert skew["critical"] is False
+    assert {"aiaas-core", "aiaas-telemetry"} <= set(skew["details"]["distributions"])
 
 
 def test_a_failing_critical_dependency_makes_ready_503(

@@ -242,3 +242,42 @@ def test_json_rendering_of_config_is_safe(telemetry: Any, keys: Any) -> None:
     settings = load(keys.env(), {})
     assert keys.hash_key not in json.dumps(telemetry.profile.summary())
     assert keys.hash_key not in repr(settings)
+
+
+async def test_ready_reports_the_version_skew_check(
+    telemetry: Any, keys: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, log_stream: Any
+) -> None:
+    async with client_for(load(keys.env(), {}), telemetry) as client:
+        ready = await client.get("/ready")
+        metrics = await client.get("/metrics")
+    check = ready.json()["checks"]["version-skew"]
+    assert check["status"] == "ok"
+    assert check["critical"] is False
+    assert set(check["details"]["distributions"]) == {
+        "aiaas-core",
+        "aiaas-telemetry",
+        "world-service",
+    }
+    assert "aiaas_version_skew_problems 0.0" in metrics.text
+
+    # aiaas-core 0.9.0's metadata first on sys.path, as a pip install of it leaves it: the
+    # service still starts and serves, says so in its log, its metric and a degraded /ready.
+    info = tmp_path / "aiaas_core-0.9.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: aiaas-core\nVersion: 0.9.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    async with client_for(load(keys.env(), {}), telemetry) as client:
+        ready = await client.get("/ready")
+        world = await client.get("/world")
+        metrics = await client.get("/metrics")
+    assert world.status_code == 200
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "degraded"
+    check = ready.json()["checks"]["version-skew"]
+    assert check["status"] == "degraded"
+    problems = {p["distribution"]: p["installed"] for p in check["details"]["problems"]}
+    assert problems == {"aiaas-telemetry": "0.9.0", "world-service": "0.9.0"}
+    assert "aiaas_version_skew_problems 2.0" in metrics.text
+    warnings = [r for r in log_stream.records() if "aiaas version skew" in r["message"]]
+    assert len(warnings) == 2
+    assert all(r["level"] == "warn" for r in warnings)

@@ -598,6 +598,28 @@ def test_installed_distributions_are_examined() -> None:
     assert all(name.startswith("aiaas-") for name, _ in report.distributions)
 
 
+def test_consumers_are_examined_beside_the_aiaas_distributions() -> None:
+    dists = {
+        "aiaas-core": ("0.2.0", []),
+        "World_Service": ("1.0.0", ["aiaas-core>=0.1,<0.2", "httpx>=0.27"]),
+        "other-service": ("1.0.0", ["aiaas-core>=0.3"]),
+    }
+    report = check_compatibility(
+        distributions=dists, on_problem="ignore", consumers=["world-service"]
+    )
+    assert report.versions == {"aiaas-core": "0.2.0", "world-service": "1.0.0"}
+    (problem,) = report.problems
+    assert problem.distribution == "world-service"
+    assert problem.requirement == "aiaas-core>=0.1,<0.2"
+    assert problem.installed == "0.2.0"
+    # Without the consumer named, the same stand-ins have no problem: only aiaas-* are examined.
+    assert check_compatibility(distributions=dists, on_problem="ignore").ok
+    installed = check_compatibility(on_problem="ignore", consumers=("pytest",))
+    assert installed.versions["pytest"] == metadata.version("pytest")
+    with pytest.raises(TypeError, match="collection of distribution names"):
+        check_compatibility(distributions=dists, consumers="world-service")
+
+
 # --------------------------------------------------------------------------------------------
 # deprecated
 

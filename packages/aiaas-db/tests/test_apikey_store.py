@@ -73,9 +73,9 @@ async def test_valid_wrong_secret_revoked_expired_rotating(ci_url: str) -> None:
     actor = await v.verify(key("local-dev").token)
     assert actor.subject == key("local-dev").key_id
     assert actor.roles == ("developer",)
-    assert actor.scopes == ("embeddings:create", "models:read")
+    assert actor.scopes == ("completions:create", "embeddings:create", "models:read")
     record = await v.verify_record(key("local-dev").token)
-    assert record.scopes == ("embeddings:create", "models:read")
+    assert record.scopes == ("completions:create", "embeddings:create", "models:read")
     assert record.name == "local-dev"
     # the owner comes with the key, from the same query
     [(row_id, org_id)] = execute(

@@ -248,7 +248,8 @@ def test_exit_code_mapping() -> None:
 
     assert exit_code_for(MigrationRefusedError("x", code="MIGRATION_SOMETHING_NEW")) == 5
     assert exit_code_for(ValueError("x")) == 1
-    assert set(EXIT_CODES.values()) <= {2, 3, 4, 5, 6, 7}
+    assert set(EXIT_CODES.values()) <= {2, 3, 4, 5, 6, 7, 78}
+    assert EXIT_CODES["VERSION_SKEW"] == 78  # the installed aiaas packages do not fit together
     # Missing or malformed PII keys, or an unknown AIAAS_PG_SOURCE, are configuration the
     # caller must supply: usage (2).
     assert {code for code, status in EXIT_CODES.items() if status == 2} == {
@@ -270,6 +271,22 @@ def test_main_returns_exit_codes(
     assert json.loads(capsys.readouterr().out)["status"] == "succeeded"
     assert main(["migrate", "nope"]) == 2
     assert main(["migrate", "down", "--dsn", db_url, "--source", str(sets.root)]) == 5
+
+
+def test_main_refuses_an_out_of_range_sibling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """aiaas-telemetry 0.9.0's metadata first on sys.path (as a pip install of it leaves it):
+    every command, even --version, refuses with 78 and names the requirement it breaks."""
+    info = tmp_path / "aiaas_telemetry-0.9.0.dist-info"
+    info.mkdir()
+    meta = "Metadata-Version: 2.1\nName: aiaas-telemetry\nVersion: 0.9.0\n"
+    (info / "METADATA").write_text(meta)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["--version"]) == 78
+    err = capsys.readouterr().err
+    assert err.startswith("aiaas-db: error VERSION_SKEW:")
+    assert "aiaas-db 0.1.0 requires aiaas-telemetry<0.2,>=0.1, but aiaas-telemetry 0.9.0" in err
 
 
 @pytest.fixture

@@ -61,6 +61,38 @@ def test_usage_events_are_validated() -> None:
     with pytest.raises(ValueError, match="error_code"):
         event(error_code="BOOM")
     assert event(status="rate_limited", error_code="RATE_LIMIT_EXCEEDED").error_code
+    # a generation request splits its tokens; the split adds up to tokens_consumed
+    assert event(prompt_tokens=5, completion_tokens=2).row()[-2:] == (5, 2)
+    assert event(prompt_tokens=7).prompt_tokens == 7
+    with pytest.raises(ValueError, match="prompt_tokens"):
+        event(prompt_tokens=-1)
+    with pytest.raises(ValueError, match="completion_tokens"):
+        event(completion_tokens=-2)
+    with pytest.raises(ValueError, match=r"must equal tokens_consumed, got 5 \+ 5 != 7"):
+        event(prompt_tokens=5, completion_tokens=5)
+
+
+async def test_the_token_split_reaches_the_table_and_its_checks_hold(platform_url: str) -> None:
+    writer = UsageWriter(platform_url, flush_interval=0.05)
+    writer.start()
+    assert writer.record(event(request_id="gen", prompt_tokens=4, completion_tokens=3))
+    assert writer.record(event(request_id="emb"))
+    assert await writer.flush(timeout=10)
+    await writer.aclose(timeout=5)
+    with psycopg.connect(platform_url) as conn:
+        rows = conn.execute(
+            "SELECT request_id, prompt_tokens, completion_tokens, tokens_consumed"
+            " FROM usage_events ORDER BY request_id"
+        ).fetchall()
+        assert rows == [("emb", None, None, 7), ("gen", 4, 3, 7)]
+        # the database refuses a split that does not add up, whoever writes it
+        with pytest.raises(psycopg.errors.CheckViolation, match="ck_usage_events_token_split"):
+            conn.execute(
+                "INSERT INTO usage_events (occurred_at, organization_id, tokens_consumed,"
+                " latency_ms, status, region, prompt_tokens, completion_tokens)"
+                " VALUES (now(), %s, 7, 1, 'success', 'local', 5, 5)",
+                (ORG,),
+            )
 
 
 def test_the_column_list_matches_the_table(platform_url: str) -> None:

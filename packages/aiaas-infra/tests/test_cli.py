@@ -192,6 +192,23 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert "0.1.0" in out
 
 
+def test_an_out_of_range_sibling_stops_every_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """aiaas-core 0.9.0's metadata first on sys.path (as a pip install of it leaves it): even
+    --version refuses with 78, naming each requirement the install breaks."""
+    info = tmp_path / "aiaas_core-0.9.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: aiaas-core\nVersion: 0.9.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, out, err = run(capsys, "--version")
+    assert code == ExitCode.VERSION_SKEW == 78
+    assert out == ""
+    assert err.startswith("aiaas-infra: error VERSION_SKEW:")
+    assert "aiaas-infra 0.1.0 requires aiaas-core<0.2,>=0.1, but aiaas-core 0.9.0" in err
+    assert "aiaas-telemetry 0.1.0 requires aiaas-core<0.2,>=0.1" in err
+
+
 # The child restores Python's default SIGINT handling itself: a shell's background job starts
 # its children with SIGINT ignored, and the tests must not depend on how they were started.
 EMULATOR_ARGV = [

@@ -466,3 +466,21 @@ def test_out_of_band_helpers_and_remote_control(
         emulator.update_out_of_band("pools", "nope", count=3)
     with pytest.raises(RuntimeError, match="not running"):
         LinodeEmulator().port  # noqa: B018
+
+
+def test_a_vpc_deleted_out_of_band_takes_its_subnets(
+    emulator: LinodeEmulator, client: LinodeClient
+) -> None:
+    """As on Linode, and as the API's own delete does: no subnet is left under a gone VPC (the
+    fault campaign saw them as orphans and as duplicates once the VPC was recreated)."""
+    kept = client.vpcs.create("vpc-kept", "us-ord")
+    kept.subnet_create("a", ipv4="10.1.0.0/24")
+    gone = client.vpcs.create("vpc-gone", "us-ord")
+    gone.subnet_create("a", ipv4="10.2.0.0/24")
+    gone.subnet_create("b", ipv4="10.2.1.0/24")
+    emulator.delete_out_of_band("vpcs", "vpc-gone")
+    assert [v["label"] for v in emulator.resources("vpcs")] == ["vpc-kept"]
+    assert [(s["label"], s["_vpc"]) for s in emulator.resources("subnets")] == [("a", kept.id)]
+    again = client.vpcs.create("vpc-gone", "us-ord")
+    again.subnet_create("a", ipv4="10.2.0.0/24")
+    assert sorted(s["_vpc"] for s in emulator.resources("subnets")) == sorted([kept.id, again.id])

@@ -13,6 +13,7 @@ def test_defaults() -> None:
     policy = BatchPolicy()
     assert (policy.max_batch_size, policy.max_batch_tokens, policy.max_queue) == (32, None, 1024)
     assert policy.pad_to == "auto"
+    assert policy.age_window == 0.5
     options = ExecutionOptions()
     assert (options.device, options.autocast, options.cuda_graphs) == ("auto", None, False)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
@@ -28,6 +29,11 @@ def test_defaults() -> None:
         ("max_delay", -0.1, "max_delay must be a finite number >= 0"),
         ("max_delay", float("inf"), "max_delay must be a finite number"),
         ("aging", "fast", "aging must be a finite number"),
+        ("age_window", 1.5, "age_window must be a number from 0 to 1"),
+        ("age_window", -0.1, "age_window must be a number from 0 to 1"),
+        ("age_window", float("nan"), "age_window must be a number from 0 to 1"),
+        ("age_window", False, "age_window must be a number from 0 to 1"),
+        ("age_window", "half", "age_window must be a number from 0 to 1"),
         ("max_queue", 1.5, "max_queue must be an integer"),
         ("pad_to", "middle", "pad_to must be one of"),
         ("buckets", (), "at least one length"),

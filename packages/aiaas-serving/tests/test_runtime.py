@@ -443,6 +443,30 @@ async def test_overload_tenfold_rejects_at_once_and_stays_bounded() -> None:
         assert runtime.metrics.counter(REJECTIONS, model="toy", reason="overloaded") == refused
 
 
+async def test_a_deadline_the_queue_cannot_meet_is_refused_at_admission() -> None:
+    adapter = ToyAdapter(delay=0.05)
+    async with Runtime(device="cpu") as runtime:
+        model = await runtime.add_model(
+            "toy", adapter, policy=BatchPolicy(max_batch_size=1, max_queue=100)
+        )
+        assert await model.submit([1, 2]) == reference([1, 2])  # measures seconds per request
+        queued = [model.enqueue([3]) for _ in range(20)]  # >= 20 x 50 ms of work ahead
+        with pytest.raises(Overloaded) as caught:
+            model.enqueue([4], timeout=0.2)
+        assert caught.value.status == 429
+        assert "within its deadline" in str(caught.value)
+        assert float(caught.value.headers["Retry-After"]) >= 1
+        patient = model.enqueue([4], timeout=600)  # a deadline the queue can meet
+        no_deadline = model.enqueue([5])  # and no deadline at all: admitted as before
+        assert [await h for h in queued] == [reference([3])] * 20
+        assert await patient == reference([4])
+        assert await no_deadline == reference([5])
+        counter = runtime.metrics.counter
+        assert counter(REJECTIONS, model="toy", reason="deadline_unreachable") == 1
+        # on an idle queue the same short deadline is admitted and served
+        assert await model.submit([6], timeout=5) == reference([6])
+
+
 async def test_drain_finishes_every_accepted_request_then_refuses() -> None:
     adapter = ToyAdapter(delay=0.005)
     runtime = Runtime(device="cpu")

@@ -5,7 +5,9 @@ one) greets ``there``. Configuration comes from the environment through
 :func:`aiaas_core.load_settings` (prefix ``HELLO_SERVICE_``), and the libraries' JSON log lines
 go to standard error, so standard output carries only the greeting.
 
-Exit codes: 0 on success, 2 for a usage or configuration error.
+Exit codes: 0 on success, 2 for a usage or configuration error, 78 when the installed aiaas
+packages are outside each other's declared version ranges (checked at start by
+:func:`aiaas_telemetry.check_cli_compatibility`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Literal
 import attrs
 
 from aiaas_core import ConfigError, load_settings, setting, settings_summary
-from aiaas_telemetry import configure_logging, remove_logging
+from aiaas_telemetry import check_cli_compatibility, configure_logging, remove_logging
 
 __version__ = "0.1.0"
 __all__ = ["Settings", "__version__", "format_name", "greet", "main"]
@@ -64,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog=(
             f"Configuration: {ENV_PREFIX}LOG_LEVEL (debug, info, warn, error; default info), "
             f"{ENV_PREFIX}GREETING (default Hello). JSON logs go to standard error. "
-            "Exit codes: 0 ok, 2 usage or configuration error."
+            "Exit codes: 0 ok, 2 usage or configuration error, 78 the installed aiaas "
+            "packages do not fit together (version skew)."
         ),
     )
     parser.add_argument("name", nargs="?", default="", metavar="NAME", help="who to greet")
@@ -75,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _parser().parse_args(argv)
+    refused = check_cli_compatibility(PROG)  # 78 when the installed aiaas packages do not fit
+    if refused is not None:
+        return refused
     try:
         settings = load_settings(Settings, prefix=ENV_PREFIX, environ=environ)
     except ConfigError as exc:

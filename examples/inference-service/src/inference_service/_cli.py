@@ -5,8 +5,9 @@ the platform in a box: aiaas-db's local PostgreSQL in ``--data-dir`` (default: a
 directory, kept between runs), both platform components migrated, the ``local-dev`` seed loaded,
 then the API. When it is ready it prints, once, to stdout, a banner for the human: the base URL,
 the local-dev API key (local mode only), a ``curl`` line and an ``openai`` client snippet that work
-as pasted, ``/metrics``, ``/ready`` and the data directory. Logs go to stderr as JSON lines and
-never carry the key.
+as pasted (embeddings, then a streamed chat with the chat model when it is served),
+``/metrics``, ``/ready`` and the data directory. Logs go to stderr as JSON lines and never carry
+the key.
 """
 
 from __future__ import annotations
@@ -284,6 +285,36 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+#: What the banner's chat examples ask (SmolLM2-135M-Instruct answers it in one sentence).
+CHAT_QUESTION: Final = "What is the capital of France? Answer in one sentence."
+
+
+def _chat_lines(settings: _settings.Settings, root: str, auth: str, client: str) -> list[str]:
+    """The banner's chat examples (streamed), when the chat model is served."""
+    if not settings.chat:
+        return []
+    model = json.dumps(settings.chat_model)
+    messages = [{"role": "user", "content": CHAT_QUESTION}]
+    body = json.dumps(
+        {"model": settings.chat_model, "messages": messages, "temperature": 0, "stream": True}
+    )
+    return [
+        f"Chat with {settings.chat_model} (POST /v1/chat/completions, streamed):",
+        "",
+        f"curl -sN {root}/v1/chat/completions -H {auth} -H 'Content-Type: application/json'"
+        f" -d {shlex.quote(body)}",
+        "",
+        "from openai import OpenAI",
+        client,
+        f"stream = client.chat.completions.create(model={model},"
+        f" messages={json.dumps(messages)}, temperature=0, stream=True)",
+        "for chunk in stream:",
+        '    print(chunk.choices[0].delta.content or "", end="", flush=True)',
+        "print()",
+        "",
+    ]
+
+
 def banner(settings: _settings.Settings, database: Any, *, port: int, seconds: float) -> str:
     """What the human reads when the service is ready (stdout only, printed once)."""
     root = f"http://{_url_host(settings.host)}:{port}"
@@ -307,7 +338,7 @@ def banner(settings: _settings.Settings, database: Any, *, port: int, seconds: f
     lines = [
         "",
         f"{SERVICE_NAME} is ready in {seconds:.1f} s: an OpenAI-compatible API serving"
-        f" {settings.model}",
+        f" {settings.model}" + (f" and {settings.chat_model}" if settings.chat else ""),
         "",
         f"  base URL  {base}",
         key_line,
@@ -328,6 +359,7 @@ def banner(settings: _settings.Settings, database: Any, *, port: int, seconds: f
         'print(len(response.data), "embeddings of", len(response.data[0].embedding), "floats")',
         "print(response.usage)",
         "",
+        *_chat_lines(settings, root, auth, client),
         "Ctrl-C stops it: accepted requests are answered, usage is written"
         + (", PostgreSQL stops." if key is not None else "."),
         "",

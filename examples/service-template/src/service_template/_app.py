@@ -29,7 +29,7 @@ from aiaas_core import (
     run_lifespan,
     send_json,
 )
-from aiaas_telemetry import Telemetry
+from aiaas_telemetry import Telemetry, check_service_compatibility
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -164,6 +164,9 @@ def build_health(telemetry: Telemetry) -> HealthRegistry:
             return CheckResult.degraded("the span queue is nearly full: is the collector up?")
         return CheckResult.ok({"queued_spans": queued})
 
+    # The aiaas packages installed beside us, against the ranges we and they declare: a warning
+    # line, aiaas_version_skew_problems and a degraded "version-skew" readiness check if not.
+    check_service_compatibility("service-template", telemetry, health)
     return health
 
 

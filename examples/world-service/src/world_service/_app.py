@@ -24,7 +24,7 @@ from aiaas_core import (
     send_json,
     settings_summary,
 )
-from aiaas_telemetry import Telemetry
+from aiaas_telemetry import Telemetry, check_service_compatibility
 from world_service._settings import Settings
 
 Scope = MutableMapping[str, Any]
@@ -125,6 +125,9 @@ def _health(settings: Settings, telemetry: Telemetry) -> HealthRegistry:
             return CheckResult.degraded("span queue nearly full: the collector is not keeping up")
         return CheckResult.ok({"queued_spans": int(queued)})
 
+    # The aiaas packages installed beside us, against the ranges we and they declare: a warning
+    # line, aiaas_version_skew_problems and a degraded "version-skew" readiness check if not.
+    check_service_compatibility("world-service", telemetry, health)
     return health
 
 

@@ -73,7 +73,7 @@ import functools
 import re
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Final, Literal, ParamSpec, TypeVar, cast
 
 import attrs
@@ -586,7 +586,7 @@ class CompatibilityReport:
         return f"{len(self.problems)} aiaas version-skew problem(s) among {names}:\n  - {lines}"
 
 
-def _installed() -> dict[str, tuple[str, list[str]]]:
+def _installed(consumers: frozenset[str]) -> dict[str, tuple[str, list[str]]]:
     from importlib import metadata  # noqa: PLC0415 -- slow to import; only needed here
 
     found: dict[str, tuple[str, list[str]]] = {}
@@ -596,7 +596,7 @@ def _installed() -> dict[str, tuple[str, list[str]]]:
             continue
         key = _normalize(str(names[0]))
         # The first one on sys.path wins, as for importlib.metadata.version().
-        if key.startswith("aiaas-") and key not in found:
+        if (key.startswith("aiaas-") or key in consumers) and key not in found:
             found[key] = (dist.version, list(dist.requires or []))
     return found
 
@@ -648,6 +648,7 @@ def check_compatibility(
     *,
     distributions: Mapping[str, tuple[str, Sequence[str]]] | None = None,
     on_problem: Literal["warn", "raise", "ignore"] = "warn",
+    consumers: Collection[str] = (),
 ) -> CompatibilityReport:
     """Check that the installed aiaas distributions support each other's versions.
 
@@ -666,16 +667,23 @@ def check_compatibility(
     emits one :class:`UserWarning` per problem; ``"raise"`` raises
     :class:`~aiaas_core.ConfigError` with code ``VERSION_SKEW`` whose ``problems`` lists them;
     ``"ignore"`` only reports. The report is returned in every case that does not raise.
+
+    ``consumers`` names distributions examined besides the ``aiaas-*`` ones, e.g. the service or
+    tool that composes them (``consumers=["world-service"]``): their requirements on aiaas
+    distributions are checked the same way, and they are listed in the report.
     """
     if on_problem not in ("warn", "raise", "ignore"):
         raise ValueError(f"on_problem must be 'warn', 'raise' or 'ignore', got {on_problem!r}")
+    if isinstance(consumers, str):
+        raise TypeError("consumers must be a collection of distribution names, not one string")
+    extra = frozenset(_normalize(name) for name in consumers)
     if distributions is None:
-        found = _installed()
+        found = _installed(extra)
     else:
         found = {
             _normalize(name): (str(version), list(requirements))
             for name, (version, requirements) in distributions.items()
-            if _normalize(name).startswith("aiaas-")
+            if _normalize(name).startswith("aiaas-") or _normalize(name) in extra
         }
     problems: list[CompatibilityProblem] = []
     for name in sorted(found):

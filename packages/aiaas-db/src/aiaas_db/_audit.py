@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 import attrs
 
-from aiaas_core._errors import ValidationError
+from aiaas_core import ValidationError
 
 if TYPE_CHECKING:
     import psycopg

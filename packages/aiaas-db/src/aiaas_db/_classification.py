@@ -34,7 +34,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from aiaas_core._errors import ValidationError
+from aiaas_core import ValidationError
 from aiaas_db._errors import MigrationError
 
 __all__ = [

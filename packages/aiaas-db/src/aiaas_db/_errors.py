@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aiaas_core._errors import (
+from aiaas_core import (
     AiaasError,
     BadRequestError,
     ConfigError,

@@ -108,11 +108,22 @@ def _default_actor() -> str:
         return "unknown"
 
 
+# A data exception (SQLSTATE class 22) quotes the offending value in its message -- a row's
+# personal data or a secret, e.g. `invalid input syntax for type bigint: "+1-555-0100"`. It
+# must not reach reports, logs, spans, error bodies or the history: the message and the
+# SQLSTATE say what was wrong, the value stays in the database.
+# From the first double quote to the last: a value may hold quotes itself.
+_QUOTED_VALUE: Final = re.compile(r'".*"', re.DOTALL)
+_REDACTED_VALUE: Final = '"<value redacted>"'
+
+
 def _error_text(exc: BaseException) -> tuple[str, str | None]:
-    """A client-safe one-line description of ``exc`` and its SQLSTATE."""
+    """A client-safe one-line description of ``exc`` and its SQLSTATE (data values redacted)."""
     if isinstance(exc, psycopg.Error):
         primary = exc.diag.message_primary or str(exc).strip().splitlines()[0]
         state = exc.sqlstate
+        if state is not None and state.startswith("22"):
+            primary = _QUOTED_VALUE.sub(_REDACTED_VALUE, primary)
         hint = ""
         if isinstance(exc, psycopg.errors.QueryCanceled):
             hint = " (statement timeout: raise --statement-timeout or make the step smaller)"

@@ -27,8 +27,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Final
 
-from aiaas_core._errors import ConfigError, InternalError
-from aiaas_core._hashing import HashKey, KeyedHasher
+from aiaas_core import ConfigError, HashKey, InternalError, KeyedHasher
 from aiaas_db._errors import MigrationError
 
 __all__ = [

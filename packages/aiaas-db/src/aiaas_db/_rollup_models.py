@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import attrs
 
-from aiaas_core._errors import (
+from aiaas_core import (
     AiaasError,
     ConfigError,
     InternalError,

@@ -10,7 +10,8 @@ What a package holds (both packages, same natural keys):
 * API keys: ``local-dev`` in ``acme-pro`` (the key ``seed --output json`` prints) and ``default``
   in every organisation; ``ci`` adds ``ci-revoked``, ``ci-expired`` and ``ci-rotating`` in
   ``acme-pro`` and two users who asked for deletion (one long ago, one recently) for purge tests;
-* the global model ``all-MiniLM-L6-v2`` revision ``gt-1`` (no organisation) and the
+* the global models ``all-MiniLM-L6-v2`` revision ``gt-1`` (embeddings) and
+  ``SmolLM2-135M-Instruct`` revision ``q4_1`` (chat), no organisation, and the
   organisation-owned model ``support-embedder`` revision ``v1`` of ``acme-enterprise``;
 * usage events over the whole UTC days of ``window`` before today (pseudo-random but
   deterministic: the same day always gets the same events), loaded with ``COPY``.
@@ -180,9 +181,17 @@ _MODELS: Final = (
         Decimal("0.000150"),
         {"dimensions": 768, "base": GLOBAL_MODEL, "task": "embed"},
     ),
+    _Model(
+        None,
+        "SmolLM2-135M-Instruct",
+        "q4_1",
+        "serving/cpu",
+        Decimal("0.000040"),
+        {"context": 8192, "source": "HuggingFaceTB/SmolLM2-135M-Instruct", "task": "generate"},
+    ),
 )
 
-_INFERENCE_SCOPES: Final = ("embeddings:create", "models:read")
+_INFERENCE_SCOPES: Final = ("completions:create", "embeddings:create", "models:read")
 
 
 def _users(package: SeedPackage) -> list[_User]:
@@ -752,6 +761,8 @@ class _Writer:
                 error_code,
                 region,
                 cost,
+                None,  # prompt_tokens: seeded events do not split their tokens
+                None,  # completion_tokens
             )
 
 

@@ -57,12 +57,15 @@ USAGE_EVENT_COLUMNS: Final = (
     "error_code",
     "region",
     "cost_usd",
+    "prompt_tokens",
+    "completion_tokens",
 )
 
 _INSERT: Final = (
     f"INSERT INTO usage_events ({', '.join(USAGE_EVENT_COLUMNS)}) SELECT * FROM unnest("  # noqa: S608
     "%s::uuid[], %s::timestamptz[], %s::uuid[], %s::uuid[], %s::uuid[], %s::text[],"
-    " %s::bigint[], %s::integer[], %s::text[], %s::text[], %s::text[], %s::numeric[])"
+    " %s::bigint[], %s::integer[], %s::text[], %s::text[], %s::text[], %s::numeric[],"
+    " %s::bigint[], %s::bigint[])"
     " ON CONFLICT DO NOTHING"
 )
 
@@ -77,6 +80,13 @@ def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: int | D
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
+def _optional_non_negative(
+    _inst: object, attribute: attrs.Attribute[Any], value: int | None
+) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0 or None, got {value!r}")
+
+
 def _status(_inst: object, _attribute: attrs.Attribute[Any], value: str) -> None:
     if value not in _STATUSES:
         raise ValueError(f"status must be one of {sorted(_STATUSES)}, got {value!r}")
@@ -84,7 +94,12 @@ def _status(_inst: object, _attribute: attrs.Attribute[Any], value: str) -> None
 
 @attrs.frozen(kw_only=True)
 class UsageEvent:
-    """One request's usage, shaped like a ``usage_events`` row."""
+    """One request's usage, shaped like a ``usage_events`` row.
+
+    ``prompt_tokens`` and ``completion_tokens`` split a generation request's tokens (input and
+    output); leave them ``None`` for requests that do not split (embeddings). When both are set
+    they must add up to ``tokens_consumed``, the figure budgets and rollups count.
+    """
 
     occurred_at: datetime = attrs.field(validator=_aware)
     organization_id: uuid.UUID
@@ -98,10 +113,21 @@ class UsageEvent:
     region: str
     cost_usd: Decimal = attrs.field(validator=_non_negative)
     usage_event_id: uuid.UUID = attrs.field(factory=uuid.uuid4)
+    prompt_tokens: int | None = attrs.field(default=None, validator=_optional_non_negative)
+    completion_tokens: int | None = attrs.field(default=None, validator=_optional_non_negative)
 
     def __attrs_post_init__(self) -> None:
         if (self.status == "success") != (self.error_code is None):
             raise ValueError("error_code is set exactly when status is not 'success'")
+        if (
+            self.prompt_tokens is not None
+            and self.completion_tokens is not None
+            and self.prompt_tokens + self.completion_tokens != self.tokens_consumed
+        ):
+            raise ValueError(
+                "prompt_tokens + completion_tokens must equal tokens_consumed, got "
+                f"{self.prompt_tokens} + {self.completion_tokens} != {self.tokens_consumed}"
+            )
 
     def row(self) -> tuple[Any, ...]:
         """The values in :data:`USAGE_EVENT_COLUMNS` order."""
@@ -118,6 +144,8 @@ class UsageEvent:
             self.error_code,
             self.region,
             self.cost_usd,
+            self.prompt_tokens,
+            self.completion_tokens,
         )
 
 

@@ -13,6 +13,8 @@ Exit codes (:class:`ExitCode`) are stable, for scripts and CI::
     8  LOCKED: the state is locked by another run, or changed since the plan
     9  ABORTED: not confirmed (use --yes for automation)
     64 USAGE: bad command-line usage
+    78 VERSION_SKEW: the installed aiaas packages are outside each other's declared version
+       ranges (checked before any command runs)
 
 The Linode token comes from ``LINODE_TOKEN``; ``LINODE_API_URL`` points elsewhere (the
 emulator, whose root then also serves the S3 calls). State lives in ``--state`` (a directory or
@@ -48,6 +50,7 @@ class ExitCode(enum.IntEnum):
     LOCKED = 8
     ABORTED = 9
     USAGE = 64
+    VERSION_SKEW = 78  # aiaas_telemetry.EXIT_VERSION_SKEW: sysexits' EX_CONFIG
 
 
 class _Exit(Exception):  # noqa: N818 -- control flow, carries an exit code
@@ -539,7 +542,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         StateLockedError,
     )
     from aiaas_infra._render import render_apply, render_problems  # noqa: PLC0415
+    from aiaas_telemetry import check_cli_compatibility  # noqa: PLC0415
 
+    if check_cli_compatibility("aiaas-infra") is not None:
+        return int(ExitCode.VERSION_SKEW)
     _out, err = _consoles()
     try:
         cli.main(

@@ -762,6 +762,11 @@ class LinodeEmulator:
                     self._delete_cluster(key)
                 else:
                     del table[key]
+                    if kind == "vpcs":  # as on Linode: a VPC's subnets go with it
+                        for sid in [
+                            s for s, sub in self.store.subnets.items() if sub["_vpc"] == key
+                        ]:
+                            del self.store.subnets[sid]
                     if kind == "buckets":
                         self.store.lifecycle.pop(label, None)
                         self.store.objects.pop(label, None)

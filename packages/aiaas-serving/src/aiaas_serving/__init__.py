@@ -47,6 +47,9 @@ _LAZY: dict[str, str] = {
     "MetricSpec": "_metrics",
     "PrometheusMetrics": "_metrics",
     "ServingMetrics": "_metrics",
+    # _openai_generation
+    "GenerationOutcome": "_openai_generation",
+    "OpenAIGeneration": "_openai_generation",
     # _policy
     "BatchPolicy": "_policy",
     "ExecutionOptions": "_policy",
@@ -72,6 +75,7 @@ __all__ = [
     "EmbeddingsOutcome",
     "ExecutionOptions",
     "GatewayTimeoutError",
+    "GenerationOutcome",
     "HistogramSnapshot",
     "InMemoryMetrics",
     "InputTooLarge",
@@ -82,6 +86,7 @@ __all__ = [
     "ModelInfo",
     "ModelNotFound",
     "OpenAIEmbeddings",
+    "OpenAIGeneration",
     "Overloaded",
     "PrometheusMetrics",
     "RequestHandle",
@@ -133,6 +138,7 @@ if TYPE_CHECKING:
         PrometheusMetrics,
         ServingMetrics,
     )
+    from aiaas_serving._openai_generation import GenerationOutcome, OpenAIGeneration
     from aiaas_serving._policy import BatchPolicy, ExecutionOptions, default_buckets
     from aiaas_serving._runtime import (
         ModelInfo,

@@ -49,7 +49,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -59,52 +59,44 @@ from aiaas_core import (
     BadRequestError,
     NotFoundError,
     PayloadTooLargeError,
-    accept_request_id,
-    get_request_id,
 )
 from aiaas_serving._adapter import TextInput
 from aiaas_serving._errors import InputTooLarge, ModelNotFound
+from aiaas_serving._http import (
+    JSON_HEADER,
+    MAX_BODY,
+    ASGIApp,
+    MethodNotAllowedError,
+    ParamError,
+    Receive,
+    Scope,
+    Send,
+    check_json_content_type,
+    finished_before_disconnect,
+    model_card,
+    openai_error,
+    parse_json_object,
+    read_body,
+    request_ids,
+    send_response,
+    serve_lifespan,
+)
 
 if TYPE_CHECKING:
+    from aiaas_serving._openai_generation import OpenAIGeneration
     from aiaas_serving._runtime import RequestHandle, Runtime
+    from aiaas_serving.generation import GenerationEngine
 
 __all__ = ["EmbeddingsOutcome", "OpenAIEmbeddings", "mount_openai", "openai_error_response"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 logger = logging.getLogger("aiaas_serving")
 
-_JSON: Final = (b"content-type", b"application/json")
-_MAX_BODY: Final = 4 * 1024 * 1024
 _MAX_INPUTS: Final = 2048
 _MAX_INPUT_CHARS: Final = 100_000
 _MAX_REQUEST_CHARS: Final = 1_000_000
-_JSON_SUFFIX: Final = "+json"
 # Requests with fewer characters than this are tokenised on the event loop (well under a
 # millisecond: less than the hop to a worker thread); larger ones in a worker thread.
 _INLINE_CHARS: Final = 1000
-
-
-class _UnsupportedMediaTypeError(AiaasError):
-    code = "REQUEST_UNSUPPORTED_MEDIA_TYPE"  # the platform's code (aiaas-telemetry's read_json)
-    status = 415
-    title = "Unsupported media type"
-
-
-class _MethodNotAllowedError(AiaasError):
-    code = "METHOD_NOT_ALLOWED"
-    status = 405
-    title = "Method not allowed"
-
-
-class _ParamError(BadRequestError):
-    def __init__(self, message: str, param: str | None) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 class _UnknownModelError(ModelNotFound):
@@ -163,18 +155,6 @@ class _Progress:
         self.status: int | None = None
 
 
-def _error_type(status: int) -> str:
-    if status == 401:
-        return "authentication_error"
-    if status == 403:
-        return "permission_error"
-    if status == 429:
-        return "rate_limit_error"
-    if 400 <= status < 500:
-        return "invalid_request_error"
-    return "server_error"
-
-
 def openai_error_response(exc: BaseException) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Status, ASGI headers (``content-type``, ``content-length`` and the error's own, such as
     ``Retry-After``) and body of ``exc`` in OpenAI's error shape, ``{"error": {"message",
@@ -184,98 +164,9 @@ def openai_error_response(exc: BaseException) -> tuple[int, list[tuple[bytes, by
     its text never reaches the client. Pass it to ``AuthMiddleware`` and ``TelemetryMiddleware``
     as ``error_renderers={"/v1/": openai_error_response}``.
     """
-    status, headers, body = _openai_error(exc)
+    status, headers, body = openai_error(exc)
     headers.insert(1, (b"content-length", str(len(body)).encode()))
     return status, headers, body
-
-
-def _openai_error(exc: BaseException) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """Status, headers (no content-length) and body of ``exc`` in OpenAI's error shape."""
-    err = exc if isinstance(exc, AiaasError) else AiaasError()
-    param = getattr(err, "param", None)
-    body = json.dumps(
-        {
-            "error": {
-                "message": err.message,
-                "type": _error_type(err.status),
-                "param": param,
-                "code": err.code.lower(),
-            }
-        },
-        separators=(",", ":"),
-    ).encode()
-    headers = [_JSON]
-    headers.extend(
-        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers.items()
-    )
-    return err.status, headers, body
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value)
-    return None
-
-
-async def _send(
-    send: Send,
-    status: int,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes,
-    request_id: str | None,
-) -> None:
-    """Answer; ``request_id`` is sent as ``X-Request-ID`` unless ``None`` (a middleware sends
-    it)."""
-    extra = [(b"content-length", str(len(body)).encode())]
-    if request_id is not None:
-        extra.append((b"x-request-id", request_id.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, *extra]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _check_json_content_type(scope: Scope) -> None:
-    """Refuse a body that does not say it is JSON (415), see the module documentation."""
-    raw = _header(scope, b"content-type")
-    how = "send the body as JSON with 'Content-Type: application/json'"
-    if raw is None:
-        raise _UnsupportedMediaTypeError(f"the request has no Content-Type: {how}")
-    text = raw.decode("latin-1")
-    media, *params = (part.strip() for part in text.split(";"))
-    media = media.lower()
-    kind, _, subtype = media.partition("/")
-    if kind != "application" or not (subtype == "json" or subtype.endswith(_JSON_SUFFIX)):
-        shown = media[:64] or "(empty)"
-        raise _UnsupportedMediaTypeError(f"Content-Type {shown!r} is not JSON: {how}")
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
-            "utf-8",
-            "utf8",
-        ):
-            raise _UnsupportedMediaTypeError(
-                f"the charset of a JSON body must be utf-8, not {value.strip()[:32]!r}: {how}"
-            )
-
-
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
-    """The request body, or None when the client disconnected while sending it."""
-    declared = _header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _check_sizes(inputs: list[str], max_input_chars: int, max_request_chars: int) -> None:
@@ -311,29 +202,27 @@ def _parse_inputs(raw: object, max_inputs: int) -> list[str]:
         inputs = [raw]
     elif isinstance(raw, list):
         if not raw:
-            raise _ParamError("'input' must not be an empty list", "input")
+            raise ParamError("'input' must not be an empty list", "input")
         if all(isinstance(x, str) for x in raw):
             inputs = list(raw)
         elif all(
             isinstance(x, int) or (isinstance(x, list) and all(isinstance(y, int) for y in x))
             for x in raw
         ):
-            raise _ParamError(
-                "token-id inputs are not supported by this server: send text", "input"
-            )
+            raise ParamError("token-id inputs are not supported by this server: send text", "input")
         else:
-            raise _ParamError("'input' must be a string or a list of strings", "input")
+            raise ParamError("'input' must be a string or a list of strings", "input")
     elif raw is None:
-        raise _ParamError("'input' is required", "input")
+        raise ParamError("'input' is required", "input")
     else:
-        raise _ParamError("'input' must be a string or a list of strings", "input")
+        raise ParamError("'input' must be a string or a list of strings", "input")
     if len(inputs) > max_inputs:
-        raise _ParamError(
+        raise ParamError(
             f"'input' holds {len(inputs)} items; at most {max_inputs} are accepted per request",
             "input",
         )
     if any(not text for text in inputs):
-        raise _ParamError("'input' must not contain empty strings", "input")
+        raise ParamError("'input' must not contain empty strings", "input")
     return inputs
 
 
@@ -351,6 +240,10 @@ class OpenAIEmbeddings:
     :class:`EmbeddingsOutcome`, after the answer was sent (or the client left), on the event loop:
     keep it quick and non-blocking (put the outcome on a queue). Its exceptions are logged and
     never reach the client.
+
+    ``extra_models`` returns more public model ids that ``GET {prefix}/models`` lists (and
+    ``GET {prefix}/models/{id}`` finds) beside the embedding models: the generation endpoint's
+    (:func:`mount_openai` passes it), so the catalogue names every model served.
     """
 
     def __init__(
@@ -360,11 +253,12 @@ class OpenAIEmbeddings:
         models: Mapping[str, str] | Sequence[str] | None = None,
         prefix: str = "/v1",
         timeout: float | None = None,
-        max_body_bytes: int = _MAX_BODY,
+        max_body_bytes: int = MAX_BODY,
         max_inputs: int = _MAX_INPUTS,
         max_input_chars: int = _MAX_INPUT_CHARS,
         max_request_chars: int = _MAX_REQUEST_CHARS,
         on_complete: Callable[[Scope, EmbeddingsOutcome], None] | None = None,
+        extra_models: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         if min(max_body_bytes, max_inputs, max_input_chars, max_request_chars) < 1:
             raise ValueError(
@@ -384,6 +278,7 @@ class OpenAIEmbeddings:
         self.max_input_chars = max_input_chars
         self.max_request_chars = max_request_chars
         self.on_complete = on_complete
+        self.extra_models = extra_models
 
     def handles(self, path: str) -> bool:
         """True for the paths this app answers."""
@@ -404,16 +299,13 @@ class OpenAIEmbeddings:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await serve_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
         # One id per request: the request context's (a telemetry middleware sends the header),
         # else the client's or a fresh one, sent here.
-        request_id = get_request_id()
-        header_id: str | None = None
-        if request_id is None:
-            request_id = header_id = accept_request_id(_header(scope, b"x-request-id"))
+        request_id, header_id = request_ids(scope)
         started = time.perf_counter()
         progress = _Progress()
         error_code: str | None = None
@@ -422,10 +314,10 @@ class OpenAIEmbeddings:
         except Exception as exc:
             if not isinstance(exc, AiaasError):
                 logger.error("embeddings request %s failed", request_id, exc_info=exc)
-            status, headers, body = _openai_error(exc)
+            status, headers, body = openai_error(exc)
             error_code = exc.code if isinstance(exc, AiaasError) else AiaasError.code
             progress.status = status
-            await _send(send, status, headers, body, header_id)
+            await send_response(send, status, headers, body, header_id)
         finally:
             if self.on_complete is not None and scope.get("path") == f"{self.prefix}/embeddings":
                 if progress.status is None and error_code is None:
@@ -469,28 +361,33 @@ class OpenAIEmbeddings:
         method: str = scope.get("method", "GET")
         if path == f"{self.prefix}/embeddings":
             if method != "POST":
-                raise _MethodNotAllowedError(
+                raise MethodNotAllowedError(
                     f"use POST for {path}, not {method}", headers={"Allow": "POST"}
                 )
             await self._embeddings(scope, receive, send, request_id, progress)
             return
         if path == f"{self.prefix}/models" or path.startswith(f"{self.prefix}/models/"):
             if method not in ("GET", "HEAD"):
-                raise _MethodNotAllowedError(
+                raise MethodNotAllowedError(
                     f"use GET for {path}, not {method}", headers={"Allow": "GET, HEAD"}
                 )
-            listing = self._public_models()
+            listing = set(self._public_models())
+            if self.extra_models is not None:
+                listing.update(self.extra_models())
             if path == f"{self.prefix}/models":
                 payload: dict[str, Any] = {
                     "object": "list",
-                    "data": [_model_card(model) for model in sorted(listing)],
+                    "data": [model_card(model) for model in sorted(listing)],
                 }
             else:
                 wanted = path.removeprefix(f"{self.prefix}/models/")
-                self._resolve(wanted)
-                payload = _model_card(wanted)
+                if wanted not in listing:
+                    self._resolve(wanted)  # raises model_not_found
+                payload = model_card(wanted)
             body = json.dumps(payload, separators=(",", ":")).encode()
-            await _send(send, 200, [_JSON], body if method == "GET" else b"", request_id)
+            await send_response(
+                send, 200, [JSON_HEADER], body if method == "GET" else b"", request_id
+            )
             return
         raise NotFoundError(f"no route for {method} {path}", code="ROUTE_NOT_FOUND")
 
@@ -502,25 +399,14 @@ class OpenAIEmbeddings:
         request_id: str | None,
         progress: _Progress,
     ) -> None:
-        _check_json_content_type(scope)
-        raw = await _read_body(scope, receive, self.max_body_bytes)
+        check_json_content_type(scope)
+        raw = await read_body(scope, receive, self.max_body_bytes)
         if raw is None:
             return  # the client left before sending its request
-        try:
-            request = json.loads(raw)
-        except RecursionError:
-            raise _ParamError(
-                "the request body nests JSON too deeply: send a flat JSON object", None
-            ) from None
-        except ValueError:  # not UTF-8, not JSON, or a number too long to convert
-            raise _ParamError(
-                "the request body is not valid JSON: send a JSON object", None
-            ) from None
-        if not isinstance(request, dict):
-            raise _ParamError("the request body must be a JSON object", None)
+        request = parse_json_object(raw)
         public = request.get("model")
         if not isinstance(public, str) or not public:
-            raise _ParamError("'model' is required and must be a string", "model")
+            raise ParamError("'model' is required and must be a string", "model")
         progress.model = public
         raw_input = request.get("input")
         inputs = _parse_inputs(raw_input, self.max_inputs)
@@ -528,20 +414,20 @@ class OpenAIEmbeddings:
         _check_sizes(inputs, self.max_input_chars, self.max_request_chars)
         truncate = request.get("truncate", False)
         if not isinstance(truncate, bool):
-            raise _ParamError("'truncate' must be true or false", "truncate")
+            raise ParamError("'truncate' must be true or false", "truncate")
         encoding = request.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
-            raise _ParamError("'encoding_format' must be 'float' or 'base64'", "encoding_format")
+            raise ParamError("'encoding_format' must be 'float' or 'base64'", "encoding_format")
         name = self._resolve(public)
         dimensions = request.get("dimensions")
         if dimensions is not None:
             native = getattr(self.runtime.adapter(name), "dimensions", None)
             if native is None:
-                raise _ParamError(
+                raise ParamError(
                     f"'dimensions' is not supported for model {public!r}", "dimensions"
                 )
             if isinstance(dimensions, bool) or dimensions != native:
-                raise _ParamError(
+                raise ParamError(
                     f"'dimensions' must be {native} for model {public!r} (it cannot be changed)",
                     "dimensions",
                 )
@@ -549,7 +435,7 @@ class OpenAIEmbeddings:
         if getattr(self.runtime.adapter(name), "accepts_text_input", False):
             items = [TextInput(text, truncate=truncate) for text in inputs]
         elif truncate:
-            raise _ParamError(f"'truncate' is not supported for model {public!r}", "truncate")
+            raise ParamError(f"'truncate' is not supported for model {public!r}", "truncate")
         try:
             if sum(map(len, inputs)) < _INLINE_CHARS:
                 handles = self.runtime.enqueue_many(name, items, timeout=self.timeout)
@@ -582,7 +468,7 @@ class OpenAIEmbeddings:
             separators=(",", ":"),
         ).encode()
         progress.status = 200
-        await _send(send, 200, [_JSON], body, request_id)
+        await send_response(send, 200, [JSON_HEADER], body, request_id)
 
     async def _gather(
         self, handles: list[RequestHandle[Any]], receive: Receive
@@ -590,34 +476,17 @@ class OpenAIEmbeddings:
         async def results() -> list[Any]:
             return [await h for h in handles]
 
-        async def disconnected() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
+        def withdraw() -> None:
+            for h in handles:
+                h.cancel()
 
         work = asyncio.ensure_future(results())
-        watch = asyncio.ensure_future(disconnected())
-        try:
-            done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:  # this handler was cancelled: withdraw everything
-            for h in handles:
-                h.cancel()
-            work.cancel()
-            raise
-        finally:
-            watch.cancel()
-        if work not in done:  # the client went away first
-            for h in handles:
-                h.cancel()
-            work.cancel()
-            await asyncio.gather(work, return_exceptions=True)
-            return None
+        if not await finished_before_disconnect(work, receive, withdraw):
+            return None  # the client went away first
         try:
             return work.result()
         except BaseException:
-            for h in handles:
-                h.cancel()
+            withdraw()
             raise
 
 
@@ -630,36 +499,57 @@ def _encode(vector: Any, encoding: str) -> Any:
     return array.tolist()
 
 
-def _model_card(model_id: str) -> dict[str, Any]:
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": "aiaas"}
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 def mount_openai(
     app: ASGIApp | None,
-    runtime: Runtime,
+    runtime: Runtime | None,
+    *,
+    generation: Mapping[str, GenerationEngine] | OpenAIGeneration | None = None,
     **options: Any,
 ) -> ASGIApp:
-    """An ASGI app that answers the OpenAI paths (see :class:`OpenAIEmbeddings`, whose keyword
-    options this takes) and passes everything else, lifespan included, to ``app``."""
-    endpoint = OpenAIEmbeddings(runtime, **options)
-    if app is None:
-        return endpoint
+    """An ASGI app that answers the OpenAI paths and passes everything else, lifespan included,
+    to ``app``.
+
+    ``runtime`` serves ``POST /v1/embeddings`` (see :class:`OpenAIEmbeddings`, whose keyword
+    options this takes); ``generation`` serves ``POST /v1/chat/completions`` and ``POST
+    /v1/completions``: a mapping of public model ids to generation engines (served with the
+    default options and the ``prefix`` and ``timeout`` given here) or a configured
+    :class:`~aiaas_serving.OpenAIGeneration`. ``GET /v1/models`` lists the models of both.
+    ``runtime`` may be ``None`` when only generation is served.
+    """
+    if runtime is None and generation is None:
+        raise ValueError("mount_openai needs a runtime, generation engines, or both")
+    chat: OpenAIGeneration | None = None
+    if generation is not None:
+        from aiaas_serving._openai_generation import OpenAIGeneration  # noqa: PLC0415
+
+        if isinstance(generation, OpenAIGeneration):
+            chat = generation
+        else:
+            shared = {k: options[k] for k in ("prefix", "timeout") if k in options}
+            chat = OpenAIGeneration(generation, **shared)
+    endpoints: list[OpenAIEmbeddings | OpenAIGeneration] = []
+    if runtime is not None:
+        if chat is not None:
+            options["extra_models"] = lambda: chat.models
+        endpoints.append(OpenAIEmbeddings(runtime, **options))
+    if chat is not None:
+        endpoints.append(chat)
+    if app is None and len(endpoints) == 1:
+        return endpoints[0]
     inner = app
 
     async def mounted(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and endpoint.handles(scope.get("path", "")):
-            await endpoint(scope, receive, send)
-        else:
+        if scope["type"] == "http":
+            path = scope.get("path", "")
+            for endpoint in endpoints:
+                if endpoint.handles(path):
+                    await endpoint(scope, receive, send)
+                    return
+        if inner is not None:
             await inner(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await serve_lifespan(receive, send)
+        else:
+            await endpoints[0](scope, receive, send)  # its 404, in OpenAI's shape
 
     return mounted

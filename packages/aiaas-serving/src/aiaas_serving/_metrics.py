@@ -76,8 +76,8 @@ METRICS: Final[Mapping[str, MetricSpec]] = {
         MetricSpec(
             "aiaas_serving_rejections_total",
             "counter",
-            "Requests refused at admission, by reason (overloaded, input_too_large, "
-            "invalid_input, deadline_exceeded, shutting_down).",
+            "Requests refused at admission, by reason (overloaded, deadline_unreachable, "
+            "input_too_large, invalid_input, deadline_exceeded, shutting_down).",
             ("model", "reason"),
         ),
         MetricSpec("aiaas_serving_batches_total", "counter", "Batches run.", ("model",)),
@@ -127,6 +127,89 @@ METRICS: Final[Mapping[str, MetricSpec]] = {
             "Wall time of one batch on its device (collate, copy, forward, split).",
             ("model",),
             _SECONDS,
+        ),
+        # --- the generation engine (aiaas_serving.generation) ---
+        MetricSpec(
+            "aiaas_serving_generation_time_to_first_token_seconds",
+            "histogram",
+            "Time from a generation request's admission to its first token.",
+            ("model",),
+            _SECONDS,
+        ),
+        MetricSpec(
+            "aiaas_serving_generation_inter_token_seconds",
+            "histogram",
+            "Time between two consecutive tokens of one generation request.",
+            ("model",),
+            _SECONDS,
+        ),
+        MetricSpec(
+            "aiaas_serving_generation_tokens_total",
+            "counter",
+            "Generated (completion) tokens.",
+            ("model",),
+        ),
+        MetricSpec(
+            "aiaas_serving_generation_prompt_tokens_total",
+            "counter",
+            "Prompt tokens computed (prefix-cache hits excluded, recomputation included).",
+            ("model",),
+        ),
+        MetricSpec(
+            "aiaas_serving_generation_running_sequences",
+            "gauge",
+            "Sequences running (decoding or prefilling).",
+            ("model",),
+        ),
+        MetricSpec(
+            "aiaas_serving_generation_waiting_sequences",
+            "gauge",
+            "Sequences waiting for admission (new or preempted).",
+            ("model",),
+        ),
+        MetricSpec(
+            "aiaas_serving_generation_kv_blocks_used",
+            "gauge",
+            "KV cache blocks held by sequences.",
+            ("model",),
+        ),
+        MetricSpec(
+            "aiaas_serving_generation_kv_blocks_free",
+            "gauge",
+            "KV cache blocks free (cached unreferenced prefix blocks included).",
+            ("model",),
+        ),
+        MetricSpec(
+            "aiaas_serving_generation_preemptions_total",
+            "counter",
+            "Sequences preempted (blocks freed, recomputed later) when the KV cache ran out.",
+            ("model",),
+        ),
+        MetricSpec(
+            "aiaas_serving_generation_prefix_cache_hits_total",
+            "counter",
+            "Prompt tokens found in the prefix cache (first admission of each request).",
+            ("model",),
+        ),
+        MetricSpec(
+            "aiaas_serving_generation_prefix_cache_queries_total",
+            "counter",
+            "Prompt tokens looked up in the prefix cache (first admission of each request).",
+            ("model",),
+        ),
+        MetricSpec(
+            "aiaas_serving_generation_step_seconds",
+            "histogram",
+            "Wall time of one engine step in its worker thread (batch build, forward, sampling).",
+            ("model",),
+            _SECONDS,
+        ),
+        MetricSpec(
+            "aiaas_serving_generation_step_tokens",
+            "histogram",
+            "Tokens computed in one engine step (decodes plus prefill chunks).",
+            ("model",),
+            _SIZES,
         ),
     )
 }

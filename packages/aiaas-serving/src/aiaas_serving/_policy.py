@@ -42,6 +42,16 @@ def _non_negative_float(_inst: object, attribute: attrs.Attribute[float], value:
         raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
 
 
+def _fraction(_inst: object, attribute: attrs.Attribute[float], value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 <= value <= 1
+    ):
+        raise ValueError(f"{attribute.name} must be a number from 0 to 1, got {value!r}")
+
+
 def _to_buckets(value: object) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -91,6 +101,25 @@ class BatchPolicy:
       shapes, needed for CUDA graphs); ``"auto"`` pads to the bucket when CUDA graphs are on.
     - ``max_queue``: bound on queued requests; beyond it :class:`Overloaded` is raised at once.
     - ``aging``: priority levels a waiting request gains per second, so nothing starves.
+    - ``age_window``: which of the chosen bucket's requests join its batch, as a share of the
+      wait of the batch's most urgent request (its head): a request joins when it is at most
+      ``age_window * aging * head_wait`` priority levels less urgent than the head (with equal
+      priorities: when it has waited at least ``(1 - age_window)`` times as long), or when it
+      arrived within one batch time (the model's recent mean compute time per batch) of the
+      head, so that a group admitted together is never split. Fresher ones wait for that
+      bucket's next batch. ``1.0`` takes every queued request of the bucket (no window), as
+      does the model's first batch; ``0.0`` leaves only the batch-time grace. See below.
+
+    Aging across buckets bounds the tail. The next batch goes to the bucket of the most urgent
+    request (aged priority; the oldest one at equal priorities) once that request has waited
+    ``max_delay``, so no bucket is passed over for more than about one batch of each other
+    bucket, however sparse it is. Were each batch to take every queued request of its bucket,
+    a request arriving just before its bucket runs would wait almost nothing and one arriving
+    just after would wait a whole round of all the other buckets: waits would spread evenly from
+    zero to a round, the slowest about twice the mean. ``age_window`` leaves the fresh ones for
+    the bucket's next batch, when they are among the oldest, so waits even out close to
+    arrival order while batches stay grouped by length. Under a burst every request has waited
+    about as long as the head, so batches stay full.
     """
 
     max_batch_size: int = attrs.field(default=32, validator=_positive_int)
@@ -102,6 +131,7 @@ class BatchPolicy:
     pad_to: PadTo = attrs.field(default="auto", validator=_one_of("auto", "longest", "bucket"))
     max_queue: int = attrs.field(default=1024, validator=_positive_int)
     aging: float = attrs.field(default=1.0, validator=_non_negative_float)
+    age_window: float = attrs.field(default=0.5, validator=_fraction)
 
     def resolved_buckets(self, max_length: int | None) -> tuple[int, ...] | None:
         """The bucket bounds in force for an adapter whose longest input is ``max_length``."""

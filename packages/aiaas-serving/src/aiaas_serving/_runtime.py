@@ -10,11 +10,16 @@ Choosing the next batch for a free device: the *fullest* bucket of every model o
 the load allows; but the most urgent request (aged priority) goes first instead when it is a whole
 priority level more urgent than that bucket's head, or has waited ``max_delay`` already. The batch
 then takes that bucket's most urgent requests up to the batch size and token budget (padded
-tokens).
+tokens), leaving out those much fresher than its head (``BatchPolicy.age_window``): aging across
+buckets, so that a sparse bucket's requests are served within about one batch of each other
+bucket and waits stay close to arrival order (see :class:`BatchPolicy`).
 
 Admission: a model's queue holds at most ``max_queue`` requests; a group admitted together
 (``enqueue_many``) must fit beside what is queued, except that an empty queue takes any group,
-so a group larger than ``max_queue`` is served when the model is idle instead of never.
+so a group larger than ``max_queue`` is served when the model is idle instead of never. A request
+with a deadline is refused (``Overloaded``, reason ``deadline_unreachable``) when the work queued
+ahead of it, at the model's measured seconds per request, would outlast that deadline: it gets a
+429 at once instead of a 504 after waiting its whole deadline.
 ``aenqueue_many`` prepares (tokenises) the inputs in a worker thread, so a large input never
 holds up the event loop.
 
@@ -130,6 +135,7 @@ class _Model:
         "policy",
         "queue",
         "runner",
+        "seconds_per_batch",
         "seconds_per_request",
         "streaming",
         "worker",
@@ -161,6 +167,7 @@ class _Model:
         self.max_tokens = policy.max_batch_tokens
         self.ok_batches = 0
         self.seconds_per_request: float | None = None
+        self.seconds_per_batch: float | None = None  # mean compute time of a batch (EWMA)
         self.labels = {"model": name}
 
     def bucket_length(self, bucket: int) -> int | None:
@@ -845,6 +852,21 @@ class Runtime:
                 model=state.name,
                 retry_after=wait,
             )
+        per = state.seconds_per_request
+        if at is not None and queued and per is not None:
+            # A request that would only reach the model after its deadline is refused now (429,
+            # retry elsewhere or later) instead of admitted to time out (504) after holding a
+            # client and a queue slot for its whole deadline.
+            expected = (queued + count) * per
+            if now + expected > at:
+                self._reject(state, "deadline_unreachable")
+                raise Overloaded(
+                    f"model {state.name!r} is too busy to serve this request within its deadline"
+                    f" ({at - now:.1f} s left, about {expected:.1f} s of queued work ahead);"
+                    " retry later or with a longer deadline",
+                    model=state.name,
+                    retry_after=max(1.0, expected),
+                )
 
     def _prepare(
         self,
@@ -1050,6 +1072,7 @@ class Runtime:
         fixed = model.bucket_length(bucket) if model.pad_to_bucket else None
         batch: list[Request] = []
         longest = 0
+        window = math.inf  # the least urgent key that joins (set by the batch's first request)
         while len(batch) < limit:
             head = queue.head(bucket)
             if head is None:
@@ -1057,6 +1080,14 @@ class Runtime:
             if head.deadline is not None and head.deadline <= now:
                 self._expire(head)  # due, its timer not run yet: fail it before any compute
                 continue
+            if not batch and model.policy.age_window < 1.0 and model.seconds_per_batch:
+                # fresher than the head by more than a share of its wait (and a batch time,
+                # so that a group admitted together is never split): the bucket's next batch
+                policy = model.policy
+                spread = max(policy.age_window * (now - head.arrival), model.seconds_per_batch)
+                window = head.key + policy.aging * spread
+            elif head.key > window:
+                break  # too fresh beside the batch's head: it waits for this bucket's next batch
             length = fixed if fixed is not None else max(longest, head.cost)
             if budget is not None and batch and length * (len(batch) + 1) > budget:
                 break
@@ -1147,9 +1178,13 @@ class Runtime:
         )
         worker.busy = False
         self._running.pop(worker, None)
+        error = future.exception()
+        if error is None:  # the batch time first: the next batch's age window uses it
+            seconds = future.result().seconds
+            prev = model.seconds_per_batch
+            model.seconds_per_batch = seconds if prev is None else prev + _EWMA * (seconds - prev)
         if self._state != _CLOSED:
             self._dispatch(worker)  # keep the device busy before settling this batch's results
-        error = future.exception()
         if error is not None:  # pragma: no cover - execute() isolates every model failure
             report = BatchReport(
                 outcomes=[(r, None, ModelError(model=model.name)) for r in reqs], forwards=1

@@ -39,6 +39,11 @@ _LAZY: dict[str, str] = {
     "parse_json": "_body",
     "read_body": "_body",
     "read_json": "_body",
+    # _compatibility
+    "EXIT_VERSION_SKEW": "_compatibility",
+    "VERSION_SKEW_PROBLEMS": "_compatibility",
+    "check_cli_compatibility": "_compatibility",
+    "check_service_compatibility": "_compatibility",
     # _logging
     "JsonFormatter": "_logging",
     "configure_logging": "_logging",
@@ -85,6 +90,7 @@ __all__ = [
     "Auditor",
     "ConfigOverride",
     "CountingBatchSpanProcessor",
+    "EXIT_VERSION_SKEW",
     "ErrorResponse",
     "HistogramSpec",
     "JsonFormatter",
@@ -103,9 +109,12 @@ __all__ = [
     "TemplateRoutes",
     "TracingSettings",
     "UnsupportedMediaTypeError",
+    "VERSION_SKEW_PROBLEMS",
     "__version__",
     "as_route_resolver",
     "auth_audit_hook",
+    "check_cli_compatibility",
+    "check_service_compatibility",
     "configure_logging",
     "emit_json",
     "encode_otlp_spans",
@@ -140,6 +149,12 @@ if TYPE_CHECKING:
         parse_json,
         read_body,
         read_json,
+    )
+    from aiaas_telemetry._compatibility import (
+        EXIT_VERSION_SKEW,
+        VERSION_SKEW_PROBLEMS,
+        check_cli_compatibility,
+        check_service_compatibility,
     )
     from aiaas_telemetry._logging import (
         JsonFormatter,
