@@ -21,6 +21,7 @@ from conftest import V1, V2, SetWriter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from aiaas_db import MigrationFailedError, Migrator
+from aiaas_db._rollups import _safe_message
 
 PHONE = '+1-555-0100 "Zelda" Quenby'  # a value with quotes of its own
 EMAIL = "zelda.quenby@example.org"
@@ -127,3 +128,18 @@ def test_constraint_violations_keep_their_identifiers(db_url: str, sets: SetWrit
     assert 'could not create unique index "people_email_unique"' in failed.value.message
     assert EMAIL not in failed.value.message
     assert EMAIL not in json.dumps(failed.value.report.to_dict() if failed.value.report else {})
+
+
+def test_rollup_errors_redact_a_data_exceptions_value_too(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn, pytest.raises(psycopg.Error) as caught:
+        conn.execute("SELECT %s::bigint", (PHONE,))
+    said = _safe_message(caught.value)
+    assert said == ('invalid input syntax for type bigint: "<value redacted>" [SQLSTATE 22P02]')
+    assert "555" not in said
+    assert "Zelda" not in said
+    # errors of other classes keep their text: it names objects, not row values
+    with psycopg.connect(db_url, autocommit=True) as conn, pytest.raises(psycopg.Error) as other:
+        conn.execute('SELECT * FROM "no_such_table"')
+    assert _safe_message(other.value) == (
+        'relation "no_such_table" does not exist [SQLSTATE 42P01]'
+    )

@@ -29,8 +29,9 @@ Messages name what was wrong and what to do next. They never carry a password or
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from aiaas_core import (
     AiaasError,
@@ -238,3 +239,16 @@ class PostgresSourceError(MigrationError, ConfigError):
 class LocalPostgresError(MigrationError, ServiceUnavailableError):
     code = "POSTGRES_LOCAL_FAILED"
     title = "Local PostgreSQL failed"
+
+
+_QUOTED_VALUE: Final = re.compile(r'".*"', re.DOTALL)
+_REDACTED_VALUE: Final = '"<value redacted>"'
+
+
+def redact_data_values(message: str, sqlstate: str | None) -> str:
+    """``message`` without the row value a data exception quotes (SQLSTATE class 22, e.g.
+    ``invalid input syntax for type bigint: "+1-555-0100"``): that value is data -- personal
+    data, a secret -- and never reaches an error, a log line, a span or a history row."""
+    if sqlstate is not None and sqlstate.startswith("22"):
+        return _QUOTED_VALUE.sub(_REDACTED_VALUE, message)
+    return message

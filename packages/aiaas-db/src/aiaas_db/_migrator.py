@@ -45,6 +45,7 @@ from aiaas_db._errors import (
     MissingChangeSetError,
     NothingToRecoverError,
     OutOfOrderError,
+    redact_data_values,
 )
 from aiaas_db._fingerprint import CatalogFingerprint, catalog_fingerprint
 from aiaas_db._lock import AdvisoryLock, lock_keys
@@ -113,8 +114,6 @@ def _default_actor() -> str:
 # must not reach reports, logs, spans, error bodies or the history: the message and the
 # SQLSTATE say what was wrong, the value stays in the database.
 # From the first double quote to the last: a value may hold quotes itself.
-_QUOTED_VALUE: Final = re.compile(r'".*"', re.DOTALL)
-_REDACTED_VALUE: Final = '"<value redacted>"'
 
 
 def _error_text(exc: BaseException) -> tuple[str, str | None]:
@@ -122,8 +121,7 @@ def _error_text(exc: BaseException) -> tuple[str, str | None]:
     if isinstance(exc, psycopg.Error):
         primary = exc.diag.message_primary or str(exc).strip().splitlines()[0]
         state = exc.sqlstate
-        if state is not None and state.startswith("22"):
-            primary = _QUOTED_VALUE.sub(_REDACTED_VALUE, primary)
+        primary = redact_data_values(primary, state)
         hint = ""
         if isinstance(exc, psycopg.errors.QueryCanceled):
             hint = " (statement timeout: raise --statement-timeout or make the step smaller)"

@@ -48,6 +48,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 
+from aiaas_db._errors import redact_data_values
 from aiaas_db._rollup_models import (
     CheckResult,
     ReconciliationCheck,
@@ -1287,7 +1288,7 @@ def _safe_message(exc: BaseException) -> str:
     import psycopg  # noqa: PLC0415
 
     if isinstance(exc, psycopg.Error):
-        primary = exc.diag.message_primary or type(exc).__name__
+        primary = redact_data_values(exc.diag.message_primary or type(exc).__name__, exc.sqlstate)
         return f"{primary} [SQLSTATE {exc.sqlstate}]" if exc.sqlstate else primary
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
