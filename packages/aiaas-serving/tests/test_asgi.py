@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import threading
-from contextlib import asynccontextmanager
 
-import httpx
 import numpy as np
 import pytest
-import uvicorn
+from http_kit import serve
 from toy import CharAdapter, reference, wait_started
 
 from aiaas_serving import (
@@ -22,28 +19,6 @@ from aiaas_serving import (
     Runtime,
     mount_openai,
 )
-
-
-@asynccontextmanager
-async def serve(app):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", http="h11", ws="none", access_log=False
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            assert not task.done(), "uvicorn did not start"
-            await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 def chars(text: str) -> list[int]:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from test_asgi import serve
+from http_kit import serve
 from toy import CharAdapter, ToyAdapter, wait_started
 
 from aiaas_core import RateLimitedError, request_context
