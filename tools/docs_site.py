@@ -714,9 +714,20 @@ def skew_page(root: Path = ROOT) -> str:
         " defect (fix the code or narrow the range). At run time `aiaas_core.check_compatibility`"
         " tells whether the installed siblings are inside the declared ranges.",
         "",
-        "## Recorded releases",
+        "## The last matrix",
         "",
     ]
+    matrix = root / ".skew" / "matrix.md"
+    if matrix.is_file():
+        body = matrix.read_text(encoding="utf-8").split("\n", 1)[1].strip()  # without its title
+        lines += ["From `.skew/matrix.md` (`tools/skew.py`):", "", body, ""]
+    else:
+        lines += [
+            "**Not measured in this build**: run `nox -s skew -- --quick` (or the full"
+            " `nox -s skew`) before `nox -s docs` to show the matrix here.",
+            "",
+        ]
+    lines += ["## Recorded releases", ""]
     releases = root / "releases.toml"
     if releases.is_file():
         lines += [

@@ -1,7 +1,8 @@
 """aiaas-db: the operational access paths at scale, with their query plans.
 
 The platform schema is applied to a throwaway cluster, then
-:func:`aiaas_db._synthetic.load_synthetic` loads ``AIAAS_BENCH_DB_ORGS`` organisations (default
+:func:`aiaas_db.platform._synthetic.load_synthetic` loads ``AIAAS_BENCH_DB_ORGS`` organisations
+(default
 100 000) and ``AIAAS_BENCH_DB_EVENTS`` usage events (default 10 000 000) over
 ``AIAAS_BENCH_DB_DAYS`` daily partitions (default 30) with COPY, plus ``AIAAS_BENCH_DB_AUDIT``
 audit entries (default events / 10, at most 1 000 000). The load time goes to ``extra_info`` of
@@ -138,7 +139,7 @@ ACCESS_PATHS: dict[str, tuple[str, Callable[[Scenario], tuple[Any, ...]]]] = {
 
 
 def _apply_platform(url: str, protector: Any) -> None:
-    from aiaas_db._platform import PLATFORM_COMPONENTS, platform_source
+    from aiaas_db.platform._components import PLATFORM_COMPONENTS, platform_source
 
     for component in PLATFORM_COMPONENTS:
         Migrator(url, platform_source(component), component=component, protector=protector).up()
@@ -146,8 +147,8 @@ def _apply_platform(url: str, protector: Any) -> None:
 
 @pytest.fixture(scope="module")
 def scenario() -> Iterator[Scenario]:
-    from aiaas_db._pii import PiiProtector
-    from aiaas_db._synthetic import load_synthetic, load_synthetic_audit
+    from aiaas_db.platform._pii import PiiProtector
+    from aiaas_db.platform._synthetic import load_synthetic, load_synthetic_audit
 
     with LocalPostgres.temporary(settings=SETTINGS) as pg:
         url = pg.create_database("bench_access")

@@ -35,11 +35,11 @@ import psycopg
 import pytest
 
 from aiaas_db import LocalPostgres, Migrator
-from aiaas_db._pii import PiiProtector
-from aiaas_db._platform import PLATFORM_COMPONENTS, platform_source
-from aiaas_db._rollup_models import RollupTarget
-from aiaas_db._rollups import RollupEngine
-from aiaas_db._synthetic import load_synthetic
+from aiaas_db.analytics._engine import RollupEngine
+from aiaas_db.analytics._models import RollupTarget
+from aiaas_db.platform._components import PLATFORM_COMPONENTS, platform_source
+from aiaas_db.platform._pii import PiiProtector
+from aiaas_db.platform._synthetic import load_synthetic
 
 EVENTS = int(os.environ.get("AIAAS_BENCH_ROLLUP_EVENTS", "10000000"))
 HOUR_EVENTS = int(os.environ.get("AIAAS_BENCH_ROLLUP_HOUR_EVENTS", str(max(EVENTS // 10, 1))))

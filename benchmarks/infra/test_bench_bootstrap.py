@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from aiaas_infra import example_spec_path, load_spec, packaged_crds_dir, render_platform
-from aiaas_infra._kubeapply import BootstrapReport, apply_objects
-from aiaas_infra._sealing import SealingCertificate
-from aiaas_infra._secrets import SealedStore, seal_secret
+from aiaas_infra.cluster._apply import BootstrapReport, apply_objects
+from aiaas_infra.secrets._sealing import SealingCertificate
+from aiaas_infra.secrets._secrets import SealedStore, seal_secret
 from aiaas_infra.testing import SYSTEM_NAMESPACES, FakeKubeApiServer, sealing_keypair
 
 CRDS = packaged_crds_dir()

@@ -25,8 +25,8 @@ from aiaas_infra import (
     spec_from_dict,
     spec_to_dict,
 )
-from aiaas_infra._sealing import SealingCertificate
-from aiaas_infra._secrets import SealedStore, seal_secret
+from aiaas_infra.secrets._sealing import SealingCertificate
+from aiaas_infra.secrets._secrets import SealedStore, seal_secret
 from aiaas_infra.testing import sealing_keypair
 
 SIZES = (4, 64)

@@ -1,7 +1,8 @@
 """Before/after: the middleware's CPU per request and the exporter's encoding per span, one run.
 
 Usage (from the repository root, in an environment with aiaas-telemetry installed from this tree
-and pytest, opentelemetry-proto available)::
+and pytest, opentelemetry-proto and opentelemetry-instrumentation-asgi available --
+benchmarks/requirements.txt)::
 
     python benchmarks/telemetry/compare_perf.py --before HEAD --rounds 6
 
@@ -14,6 +15,10 @@ after/before, ...) so that noise on a shared machine hits both alike. In each pr
   one in-process ASGI request (the drivers of ``test_bench_middleware.py``: prebuilt scope, an
   inbound ``traceparent``, spans to an exporter that drops them, JSON logs to /dev/null), the
   median of 7 repetitions of 2,000 requests, variants interleaved;
+- ``otel_asgi``, ``otel_asgi_no_receive_send``: the peer, OpenTelemetry's ASGI middleware
+  (opentelemetry-instrumentation-asgi; with and without its ``receive``/``send`` child spans) on
+  the same tracer provider, under a minimal prometheus-client histogram middleware
+  (``test_bench_middleware.py``'s peer), driven the same way;
 - ``encode``: µs per span to encode a batch of 128 of the middleware's own server spans for
   OTLP/HTTP the way the default exporter of that tree does (the SDK's ``encode_spans`` +
   ``SerializePartialToString`` before, ``encode_otlp_spans`` after), median of 15 repetitions.
@@ -43,6 +48,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 VARIANTS = ("bare", "tracing_off", "tracing_on", "tracing_on_no_log", "encode_per_span")
+# OpenTelemetry's ASGI middleware (with and without its receive/send child spans) under a minimal
+# prometheus-client histogram middleware: the peer, measured in the same processes.
+PEERS = ("otel_asgi", "otel_asgi_no_receive_send")
 
 
 def child() -> None:  # pragma: no cover - runs in the measured subprocess
@@ -89,6 +97,14 @@ def child() -> None:  # pragma: no cover - runs in the measured subprocess
             on.middleware(bench.bare_app, routes=bench.ROUTES, access_log=False)
         ),
     }
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from prometheus_client import CollectorRegistry
+
+    for name, exclude in zip(PEERS, (None, ["receive", "send"]), strict=True):
+        peer = OpenTelemetryMiddleware(
+            bench.bare_app, tracer_provider=on.tracer_provider, exclude_spans=exclude
+        )
+        runs[name] = bench.driver(bench.PromHistogramMiddleware(peer, CollectorRegistry()))
     samples: dict[str, list[float]] = {name: [] for name in runs}
     for run in runs.values():
         for _ in range(200):
@@ -180,25 +196,37 @@ def main() -> None:
                 if which == "before" and not result["module"].startswith(tmp):
                     raise SystemExit(f"the before tree was not imported: {result['module']}")
                 results[which].append(result)
-                figures = "  ".join(f"{v}={result[v]:7.2f}" for v in VARIANTS)
+                figures = "  ".join(f"{v}={result[v]:7.2f}" for v in (*VARIANTS, *PEERS))
                 print(f"round {index + 1} {which:6s} {figures}", flush=True)
+    shown = (*VARIANTS, *PEERS)
     print(f"\nmedian over {args.rounds} rounds (µs; per request, encode per span):")
-    print(f"{'variant':20s} {'before':>9s} {'after':>9s} {'after/before':>13s}")
-    for variant in VARIANTS:
+    print(f"{'variant':26s} {'before':>9s} {'after':>9s} {'after/before':>13s}")
+    for variant in shown:
         before = statistics.median(r[variant] for r in results["before"])
         after = statistics.median(r[variant] for r in results["after"])
-        print(f"{variant:20s} {before:9.2f} {after:9.2f} {after / before:13.2f}")
+        print(f"{variant:26s} {before:9.2f} {after:9.2f} {after / before:13.2f}")
     print("\nlowest repetition over all rounds (least disturbed by other load):")
-    for variant in VARIANTS:
+    for variant in shown:
         before = min(r[f"min_{variant}"] for r in results["before"])
         after = min(r[f"min_{variant}"] for r in results["after"])
-        print(f"{variant:20s} {before:9.2f} {after:9.2f} {after / before:13.2f}")
+        print(f"{variant:26s} {before:9.2f} {after:9.2f} {after / before:13.2f}")
     print("\nadded over the bare app, median over rounds:")
-    for label, minus in (("tracing_on", "bare"), ("tracing_off", "bare")):
+    for label, minus in (
+        ("tracing_on", "bare"),
+        ("tracing_off", "bare"),
+        *((peer, "bare") for peer in PEERS),
+    ):
         before = statistics.median(r[label] - r[minus] for r in results["before"])
         after = statistics.median(r[label] - r[minus] for r in results["after"])
         name = f"{label} - {minus}"
-        print(f"{name:20s} {before:9.2f} {after:9.2f} {after / before:13.2f}")
+        print(f"{name:26s} {before:9.2f} {after:9.2f} {after / before:13.2f}")
+    print("\naiaas / OpenTelemetry ASGI, per request, median over rounds (same processes):")
+    for ours in ("tracing_on", "tracing_off"):
+        for peer in PEERS:
+            before = statistics.median(r[ours] / r[peer] for r in results["before"])
+            after = statistics.median(r[ours] / r[peer] for r in results["after"])
+            name = f"{ours} / {peer}"
+            print(f"{name:40s} before {before:5.2f}  after {after:5.2f}")
 
 
 if __name__ == "__main__":

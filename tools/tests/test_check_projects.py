@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import check_projects
 
 PYPROJECT = """[project]
@@ -109,3 +111,65 @@ def test_private_modules_of_another_distribution_are_refused(tmp_path: Path) -> 
         f"{init}:3: imports aiaas_core._hashing, a private module of aiaas_core: {hint}",
         f"{init}:4: imports aiaas_core.sub._private, a private module of aiaas_core: {hint}",
     ]
+
+
+def _write(root: Path, rel: str, text: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_import_circles_are_reported_however_they_hide(tmp_path: Path) -> None:
+    """A circle through TYPE_CHECKING, a function-level or a relative import is still a circle."""
+    _package(tmp_path, "aiaas-core")
+    src = "packages/aiaas-core/src/aiaas_core"
+    _write(
+        tmp_path,
+        f"{src}/_a.py",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from aiaas_core._b import B\n",
+    )
+    _write(tmp_path, f"{src}/_b.py", "def f():\n    from . import _a\n")
+    _write(tmp_path, f"{src}/sub/__init__.py", "from aiaas_core.sub._c import C\n")
+    _write(tmp_path, f"{src}/sub/_c.py", "from ..sub import _d\n")
+    _write(tmp_path, f"{src}/sub/_d.py", "import aiaas_core.sub._c\n")
+    _write(tmp_path, f"{src}/_e.py", "from aiaas_core import _a\nimport json\n")  # not a circle
+    problems = check_projects.check(tmp_path)
+    hint = "move what both sides need into a module of its own"
+    assert problems == [
+        "packages/aiaas-core: import circle aiaas_core._a -> aiaas_core._b -> "
+        f"aiaas_core._a: {hint}",
+        "packages/aiaas-core: import circle aiaas_core.sub._c -> aiaas_core.sub._d -> "
+        f"aiaas_core.sub._c: {hint}",
+    ]
+
+
+def test_large_modules_and_crowded_folders_are_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _package(tmp_path, "aiaas-core")
+    src = "packages/aiaas-core/src/aiaas_core"
+    limit = check_projects.MAX_MODULE_LINES
+    _write(tmp_path, f"{src}/_big.py", "x = 1\n" * (limit + 1))
+    _write(tmp_path, f"{src}/_named.py", "x = 1\n" * (limit + 1))
+    _write(tmp_path, f"{src}/_edge.py", "x = 1\n" * limit)
+    for i in range(check_projects.MAX_FOLDER_MODULES + 1):
+        _write(tmp_path, f"{src}/crowd/_m{i}.py", "")
+    for i in range(check_projects.MAX_FOLDER_MODULES):
+        _write(tmp_path, f"{src}/roomy/_m{i}.py", "")
+    monkeypatch.setattr(check_projects, "LARGE_MODULES", {f"{src}/_named.py": "one thing"})
+    problems = check_projects.check(tmp_path)
+    assert problems == [
+        f"{src}/_big.py: {limit + 1} lines (> {limit}): split it by job, or name it in"
+        " LARGE_MODULES of tools/check_projects.py with the reason it is one thing",
+        f"{src}/crowd: {check_projects.MAX_FOLDER_MODULES + 1} modules"
+        f" (> {check_projects.MAX_FOLDER_MODULES}): group them into sub-packages by domain",
+    ]
+
+
+def test_every_named_large_module_exists_and_is_large() -> None:
+    """LARGE_MODULES names no module that has gone or shrunk (the list only holds real cases)."""
+    root = Path(check_projects.__file__).resolve().parents[1]
+    for rel, why in check_projects.LARGE_MODULES.items():
+        assert why.strip(), rel
+        lines = len((root / rel).read_text().splitlines())
+        assert lines > check_projects.MAX_MODULE_LINES, f"{rel} has {lines} lines: drop it"

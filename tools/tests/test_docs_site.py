@@ -491,6 +491,11 @@ def test_skew_page_renders_releases_toml(tmp_path: Path) -> None:
     assert "| package | version | commit | date | wheel_sha256 |" in page
     assert "| aiaas-core | 0.1.0 | `0123456789ab` | 2026-12-07 | aaaa |" in page
     assert "nox -s skew -- --quick" in page
+    assert "**Not measured in this build**: run `nox -s skew -- --quick`" in page
+    write(tmp_path / ".skew" / "matrix.md", "# Version-skew matrix (quick)\n\n| a |\n| --- |\n")
+    page = docs_site.skew_page(tmp_path)
+    assert "From `.skew/matrix.md` (`tools/skew.py`):\n\n| a |\n| --- |\n" in page
+    assert "# Version-skew matrix (quick)" not in page
 
 
 @pytest.mark.parametrize(

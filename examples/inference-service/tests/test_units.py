@@ -195,7 +195,7 @@ def test_public_names_are_sorted_complete_and_resolvable() -> None:
     assert inference_service.__all__ == sorted(inference_service.__all__)
     for name in inference_service.__all__:
         assert getattr(inference_service, name) is not None
-    assert set(dir(inference_service)) == set(inference_service.__all__)
+    assert set(dir(inference_service)) == {*vars(inference_service), *inference_service.__all__}
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = inference_service.nope
 

@@ -383,6 +383,53 @@ async def test_garbled_credential_headers_are_rejected_before_authentication(  #
 
 
 @pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [case[1:] for case in BAD_HEADERS],
+    ids=[case[0] for case in BAD_HEADERS],
+)
+async def test_malformed_credentials_can_answer_401(  # noqa: PLR0917 -- fixtures
+    inner: InnerApp,
+    authenticator: Authenticator,
+    audit: list[AuthAuditEvent],
+    error_schema: Any,
+    headers: list[tuple[bytes, bytes]],
+    status: int,
+    code: str,
+) -> None:
+    """``malformed_credential_status=401``: a malformed credential is a rejected one (same code,
+    with ``WWW-Authenticate``); the other rejections keep their status."""
+    app = AuthMiddleware(
+        inner,
+        authenticate=authenticator,
+        policy=POLICY,
+        rules=ROUTES,
+        audit=audit.append,
+        malformed_credential_status=401,
+    )
+    response = await call(app, headers=headers)
+    expected = 401 if code == "AUTH_HEADER_INVALID" else status
+    body = assert_error(response, error_schema, expected, code)
+    if expected == 401:
+        assert response.headers["www-authenticate"] == 'Bearer realm="aiaas"'
+        assert body["error"]  # the same message as the 400 would carry
+    assert authenticator.calls == 0
+    assert inner.seen == []
+    assert [(e.kind, e.allowed, e.code) for e in audit] == [("authentication", False, code)]
+
+
+@pytest.mark.parametrize("bad", [403, 500, "401", None, 401.0])
+def test_malformed_credential_status_is_400_or_401(inner: InnerApp, bad: object) -> None:
+    with pytest.raises(ValueError, match="malformed_credential_status must be 400 or 401"):
+        AuthMiddleware(
+            inner,
+            authenticate=Authenticator(),
+            policy=POLICY,
+            rules=ROUTES,
+            malformed_credential_status=bad,  # type: ignore[arg-type]
+        )
+
+
+@pytest.mark.parametrize(
     "headers",
     [
         bearer("alice-token"),

@@ -122,6 +122,62 @@ async def test_concurrent_requests_do_not_see_each_other() -> None:
         assert subject == f"user-{n}"
 
 
+def _failing_request() -> None:
+    with request_context("inner-123456"):
+        set_trace("a" * 32, "b" * 16)
+        set_actor(Actor("u2", ("reader",)))
+        raise RuntimeError("boom")
+
+
+def test_request_context_restores_on_error_and_after_setters() -> None:
+    with request_context("outer-123456", trace_id=TRACE):
+        with pytest.raises(RuntimeError, match="boom"):
+            _failing_request()
+        assert (get_request_id(), get_trace_id(), get_span_id(), get_actor()) == (
+            "outer-123456",
+            TRACE,
+            None,
+            None,
+        )
+    assert (get_request_id(), get_trace_id(), get_span_id(), get_actor()) == (None,) * 4
+
+
+async def test_setters_in_a_task_leave_the_parent_context_alone() -> None:
+    with request_context("parent-123456", trace_id=TRACE, span_id=SPAN):
+
+        async def child() -> tuple[str | None, str | None]:
+            set_trace("a" * 32, "b" * 16)
+            set_actor(Actor("task-user", ("reader",)))
+            return get_trace_id(), get_request_id()
+
+        assert await asyncio.create_task(child()) == ("a" * 32, "parent-123456")
+        assert (get_trace_id(), get_span_id(), get_actor()) == (TRACE, SPAN, None)
+
+
+def test_request_context_as_a_decorator_sets_a_fresh_context_per_call() -> None:
+    seen: list[tuple[str | None, str | None]] = []
+
+    @request_context("decorated-1234", trace_id=TRACE)
+    def handler(depth: int) -> None:
+        seen.append((get_request_id(), get_trace_id()))
+        set_trace(None)
+        if depth:
+            handler(depth - 1)  # re-entered: its own context, restored on the way out
+        seen.append((get_request_id(), get_trace_id()))
+
+    handler(1)
+    handler(0)
+    assert seen == [
+        ("decorated-1234", TRACE),
+        ("decorated-1234", TRACE),
+        ("decorated-1234", None),
+        ("decorated-1234", None),
+        ("decorated-1234", TRACE),
+        ("decorated-1234", None),
+    ]
+    assert get_request_id() is None
+
+
 def test_actor_validation() -> None:
     assert Actor("u", "admin").roles == ("admin",)
     assert Actor("u", {"b", "a"}).roles == ("a", "b")

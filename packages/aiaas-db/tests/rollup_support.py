@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from aiaas_db import LocalPostgres, Migrator
-from aiaas_db._pii import PiiProtector
-from aiaas_db._rollup_models import RollupTarget
+from aiaas_db.analytics._models import RollupTarget
+from aiaas_db.platform._pii import PiiProtector
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 ORGS = tuple(uuid.UUID(int=i + 1) for i in range(3))
@@ -36,7 +36,7 @@ PROTECTOR = PiiProtector.for_local_development("aiaas-db rollup tests: migration
 
 
 def apply_platform(url: str) -> None:
-    from aiaas_db._platform import PLATFORM_COMPONENTS, platform_source
+    from aiaas_db.platform._components import PLATFORM_COMPONENTS, platform_source
 
     for component in PLATFORM_COMPONENTS:
         Migrator(url, platform_source(component), component=component, protector=PROTECTOR).up()

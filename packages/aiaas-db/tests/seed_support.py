@@ -31,8 +31,8 @@ SEEDED_TABLES = (
 
 
 def apply_platform(url: str) -> None:
-    from aiaas_db._pii import PiiProtector
-    from aiaas_db._platform import PLATFORM_COMPONENTS, platform_source
+    from aiaas_db.platform._components import PLATFORM_COMPONENTS, platform_source
+    from aiaas_db.platform._pii import PiiProtector
 
     protector = PiiProtector.for_local_development("aiaas-db seed tests: migration audit")
     for component in PLATFORM_COMPONENTS:
@@ -81,7 +81,7 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     """``aiaas-db <args>`` in-process: exit code, stdout, stderr."""
     from click.testing import CliRunner
 
-    from aiaas_db._cli import cli
+    from aiaas_db.cli._main import cli
 
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr

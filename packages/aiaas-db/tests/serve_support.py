@@ -24,9 +24,10 @@ from aiaas_core import (
     InMemoryApiKeyStore,
     KeyedHasher,
     error_response_schema,
+    parse_api_key_entries,
 )
-from aiaas_db._cli_serve import parse_key_entry
-from aiaas_db._serve import SchemaApi, create_schema_app
+from aiaas_db.server._api import SchemaApi
+from aiaas_db.server._app import create_schema_app
 from aiaas_telemetry import Telemetry, load_profile, setup
 
 #: Statuses the implementation answers beyond what the contract declares, per operation (each
@@ -60,7 +61,7 @@ class Keys:
             self.entries.append(f"{subject}:{record.key_id}:{role}:{record.digest}")
 
     def verifier(self) -> ApiKeyVerifier:
-        store = InMemoryApiKeyStore([parse_key_entry(e) for e in self.entries])
+        store = InMemoryApiKeyStore(parse_api_key_entries(self.entries))
         return ApiKeyVerifier(store, self.hasher, touch_interval=None)
 
     def headers(self, who: str) -> dict[str, str]:

@@ -21,9 +21,9 @@ from aiaas_core import (
     KeyedHasher,
 )
 from aiaas_core._apikeys import SupportsDigestUpgrade
-from aiaas_db._apikey_store import PostgresApiKeyStore
-from aiaas_db._seeds import CI_SEED_SECRET, derive_api_key, seed, seed_api_key_hash_key
-from aiaas_db._seeds import seed_api_key_hasher as hasher_for
+from aiaas_db.platform._apikey_store import PostgresApiKeyStore
+from aiaas_db.platform._seeds import CI_SEED_SECRET, derive_api_key, seed, seed_api_key_hash_key
+from aiaas_db.platform._seeds import seed_api_key_hasher as hasher_for
 
 platform_template = seed_support.platform_template
 platform_url = seed_support.platform_url

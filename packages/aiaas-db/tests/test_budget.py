@@ -203,8 +203,8 @@ async def test_unknown_organisations_and_outages(pg: LocalPostgres, platform_url
 
 async def test_only_the_operational_schema(pg: LocalPostgres) -> None:
     """Without the analytics component every period is read from usage_events."""
-    from aiaas_db._pii import PiiProtector
-    from aiaas_db._platform import platform_source
+    from aiaas_db.platform._components import platform_source
+    from aiaas_db.platform._pii import PiiProtector
 
     name = f"t_{uuid.uuid4().hex[:16]}"
     url = pg.create_database(name)

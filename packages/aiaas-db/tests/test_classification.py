@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aiaas_db._classification import (
+from aiaas_db.platform._classification import (
     RETENTION_POLICY,
     Classification,
     ClassificationError,
@@ -61,7 +61,7 @@ def test_every_contract_field_is_matched_by_name_or_contract_field(
 def test_retention_policy_matches_the_contract_and_the_lifecycle_jobs(
     contract: Classification,
 ) -> None:
-    from aiaas_db._purge import PURGE_POLICY_WINDOW
+    from aiaas_db.platform._purge import PURGE_POLICY_WINDOW
 
     ours = platform_classification()
     assert RETENTION_POLICY["usage_events"] == (730, "occurred_at")

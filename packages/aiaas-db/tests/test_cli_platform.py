@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from aiaas_db._cli import cli
+from aiaas_db.cli._main import cli
 
 KEYS = {
     "AIAAS_DB_PII_HASH_KEY": "v1:" + "31" * 32,

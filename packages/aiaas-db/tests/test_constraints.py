@@ -11,7 +11,7 @@ import pytest
 from psycopg import errors
 
 from aiaas_db import LocalPostgres, Migrator, PiiProtector, platform_source
-from aiaas_db._platform import PLATFORM_COMPONENTS
+from aiaas_db.platform._components import PLATFORM_COMPONENTS
 
 PII = PiiProtector.for_local_development("test-constraints")
 

@@ -14,8 +14,9 @@ import psycopg
 import pytest
 
 from aiaas_db import LocalPostgres
-from aiaas_db._cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
-from aiaas_db._docs import DOC_FILES, apply_platform, default_docs_dir, generate_docs
+from aiaas_db.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from aiaas_db.cli._main import main
+from aiaas_db.quality._docs import DOC_FILES, apply_platform, default_docs_dir, generate_docs
 
 DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
 

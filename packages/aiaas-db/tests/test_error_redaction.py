@@ -21,7 +21,7 @@ from conftest import V1, V2, SetWriter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from aiaas_db import MigrationFailedError, Migrator
-from aiaas_db._rollups import _safe_message
+from aiaas_db.analytics._backends import _safe_message
 
 PHONE = '+1-555-0100 "Zelda" Quenby'  # a value with quotes of its own
 EMAIL = "zelda.quenby@example.org"

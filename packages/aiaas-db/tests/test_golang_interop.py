@@ -9,7 +9,7 @@ from golang_migrate import ErrDirty, ErrNoChange, GolangMigrate, advisory_lock_i
 from test_migrate import ledger, tables
 
 from aiaas_db import LockTimeoutError, MigrationDirtyError, Migrator, golang_migrate_lock_key
-from aiaas_db._lock import lock_keys
+from aiaas_db.migrations._lock import lock_keys
 
 
 def three(sets: SetWriter) -> None:

@@ -10,17 +10,12 @@ import psycopg
 import pytest
 import yaml
 
-from aiaas_db._classification import load_classification, platform_classification
-from aiaas_db._cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, main
-from aiaas_db._lint import (
-    RULES,
-    LintReport,
-    LintViolation,
-    lint_catalog,
-    lint_change_sets,
-    singular,
-)
-from aiaas_db._platform import PLATFORM_COMPONENTS, platform_source
+from aiaas_db.cli._common import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
+from aiaas_db.cli._main import main
+from aiaas_db.platform._classification import load_classification, platform_classification
+from aiaas_db.platform._components import PLATFORM_COMPONENTS, platform_source
+from aiaas_db.quality._lint import LintReport, lint_catalog, lint_change_sets
+from aiaas_db.quality._rules import RULES, LintViolation, singular
 
 BASE_UP = """-- author: test
 -- The widgets.
@@ -547,7 +542,7 @@ def test_cli_unreachable_database(capsys: pytest.CaptureFixture[str]) -> None:
 def test_catalog_of_the_platform_is_clean_and_catches_planted_objects(
     db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from aiaas_db._docs import apply_platform
+    from aiaas_db.quality._docs import apply_platform
 
     apply_platform(db_url)
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -637,7 +632,7 @@ def test_other_statement_forms(
 
 
 def test_sets_held_in_memory(tmp_path: Path) -> None:
-    from aiaas_db._changesets import ChangeSet, StaticSource
+    from aiaas_db.migrations._changesets import ChangeSet, StaticSource
 
     source = StaticSource(
         [ChangeSet.from_sql(202401010000, "things", "CREATE TABLE thing (thing_id uuid);", "")]

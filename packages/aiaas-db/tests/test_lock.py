@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from aiaas_db import AdvisoryLock, LockTimeoutError, golang_migrate_lock_key, migrator_lock_key
-from aiaas_db._lock import lock_keys
+from aiaas_db.migrations._lock import lock_keys
 
 
 def _reference_golang_key(database: str, schema: str, table: str) -> int:

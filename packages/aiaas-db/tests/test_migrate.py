@@ -16,7 +16,7 @@ from aiaas_db import (
     MigrationRefusedError,
     Migrator,
 )
-from aiaas_db._lock import migrator_lock_key
+from aiaas_db.migrations._lock import migrator_lock_key
 
 
 def golang_row(db_url: str, table: str = "schema_migrations_app") -> list[tuple[int, bool]]:

@@ -26,9 +26,9 @@ from aiaas_db import (
     platform_source,
     retain_partitions,
 )
-from aiaas_db._audit import reveal_actor
-from aiaas_db._cli import main
-from aiaas_db._partitions import USAGE_EVENTS_RETENTION_DAYS
+from aiaas_db.cli._main import main
+from aiaas_db.platform._audit import reveal_actor
+from aiaas_db.platform._partitions import USAGE_EVENTS_RETENTION_DAYS
 
 PII = PiiProtector.for_local_development("test-partitions")
 TODAY = date(2026, 11, 26)

@@ -23,8 +23,8 @@ from aiaas_db import (
     PiiProtector,
     platform_source,
 )
-from aiaas_db._audit import AuditRow, reveal_actor, write_audit, write_audit_async
-from aiaas_db._cli import EXIT_CODES
+from aiaas_db.cli._common import EXIT_CODES
+from aiaas_db.platform._audit import AuditRow, reveal_actor, write_audit, write_audit_async
 
 HASH_A = "aa" * 32
 HASH_B = "bb" * 32

@@ -16,7 +16,7 @@ from aiaas_db import (
     PiiProtector,
     platform_source,
 )
-from aiaas_db._platform import PLATFORM_COMPONENTS
+from aiaas_db.platform._components import PLATFORM_COMPONENTS
 
 PII = PiiProtector.for_local_development("test-platform-schema")
 DIGEST = re.compile(r"hmac-sha256\$dev\$[A-Za-z0-9_-]{43}")

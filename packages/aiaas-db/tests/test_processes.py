@@ -17,8 +17,8 @@ import pytest
 from conftest import V1, V2, V3, V4, SetWriter
 
 from aiaas_db import LocalPostgres, MigrationDirtyError, Migrator
-from aiaas_db._lock import lock_keys
-from aiaas_db._state import expected_golang
+from aiaas_db.migrations._lock import lock_keys
+from aiaas_db.migrations._state import expected_golang
 
 RUNNER = """
 import json, sys

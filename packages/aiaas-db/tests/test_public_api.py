@@ -16,16 +16,36 @@ def test_all_is_sorted_and_unique() -> None:
     assert len(set(aiaas_db.__all__)) == len(aiaas_db.__all__)
 
 
+#: The public sub-packages: narrower namespaces over the same objects.
+SUBPACKAGES = {"analytics", "cli", "local", "migrations", "platform", "quality", "server"}
+
+
 def test_all_is_complete_and_every_name_resolves() -> None:
     assert set(aiaas_db.__all__) == {*aiaas_db._LAZY, "__version__"}
-    for info in pkgutil.iter_modules(aiaas_db.__path__):
-        assert info.name.startswith("_"), f"module {info.name} must be private (_name)"
-        module = importlib.import_module(f"aiaas_db.{info.name}")
+    subpackages = set()
+    for info in pkgutil.walk_packages(aiaas_db.__path__, "aiaas_db."):
+        parts = info.name.split(".")[1:]
+        if info.ispkg:
+            assert len(parts) == 1, f"{info.name}: one level of sub-packages"
+            subpackages.add(parts[0])
+            package = importlib.import_module(info.name)
+            assert package.__all__ == sorted(package.__all__), info.name
+            for name in package.__all__:
+                if name != "main":  # the CLI's entry point is not a top-level name
+                    assert getattr(aiaas_db, name) is getattr(package, name), f"{info.name}.{name}"
+            continue
+        assert parts[-1].startswith("_"), f"module {info.name} must be private (_name)"
+        module = importlib.import_module(info.name)
+        owner = importlib.import_module(".".join(info.name.split(".")[:-1]))
         for name in getattr(module, "__all__", ()):
             if not name.isupper():  # constants stay in their module
-                assert name in aiaas_db.__all__, f"aiaas_db.{info.name}.{name} is not exported"
+                exported = name in aiaas_db.__all__ or name == "main"
+                assert exported, f"{info.name}.{name} is not exported"
+                if owner is not aiaas_db:
+                    assert name in owner.__all__, f"{info.name}.{name} not in {owner.__name__}"
             if name in aiaas_db.__all__:
                 assert getattr(aiaas_db, name) is getattr(module, name)
+    assert subpackages == SUBPACKAGES
     for name in aiaas_db.__all__:
         assert getattr(aiaas_db, name) is not None, name
     assert aiaas_db.__version__ == "0.1.0"
@@ -49,7 +69,8 @@ def test_dir_lists_public_names() -> None:
 def test_import_is_lazy() -> None:
     code = (
         "import sys, aiaas_db; "
-        "heavy = [m for m in ('psycopg', 'rich', 'click', 'opentelemetry', 'aiaas_db._migrator') "
+        "heavy = [m for m in ('psycopg', 'rich', 'click', 'opentelemetry', "
+        "'aiaas_db.migrations._migrator') "
         "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run(
@@ -102,7 +123,7 @@ def test_error_carries_component_versions_and_report_slot() -> None:
 
 
 def test_unknown_event_names_are_rejected() -> None:
-    from aiaas_db._telemetry import EVENTS, emit
+    from aiaas_db.migrations._telemetry import EVENTS, emit
 
     assert "migration_start" in EVENTS
     with pytest.raises(ValueError, match="unknown migration event"):

@@ -14,9 +14,9 @@ import seed_support
 import yaml
 from seed_support import content_hashes, run_cli, run_cli_json
 
-from aiaas_db._pii import PiiProtector
-from aiaas_db._purge import PURGE_POLICY_WINDOW, PurgeError, anonymized_marker, purge
-from aiaas_db._seeds import CI_SEED_SECRET, seed, seed_uuid
+from aiaas_db.platform._pii import PiiProtector
+from aiaas_db.platform._purge import PURGE_POLICY_WINDOW, PurgeError, anonymized_marker, purge
+from aiaas_db.platform._seeds import CI_SEED_SECRET, seed, seed_uuid
 
 platform_template = seed_support.platform_template
 platform_url = seed_support.platform_url

@@ -19,7 +19,7 @@ from aiaas_db import (
     NothingToRecoverError,
     PiiProtector,
 )
-from aiaas_db._audit import reveal_actor
+from aiaas_db.platform._audit import reveal_actor
 
 NOTX = "-- aiaas:no-transaction\n"
 

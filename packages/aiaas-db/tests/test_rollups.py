@@ -27,7 +27,16 @@ from rollup_support import (
     spread,
 )
 
-from aiaas_db._rollup_models import (
+from aiaas_db.analytics._engine import (
+    RollupEngine,
+    backfill,
+    reconcile,
+    run_rollup,
+    trigger_rollup,
+    usage_by_model,
+    usage_by_organization,
+)
+from aiaas_db.analytics._models import (
     RollupConfigError,
     RollupFailedError,
     RollupLockedError,
@@ -36,15 +45,6 @@ from aiaas_db._rollup_models import (
     RollupTarget,
     RollupUnavailableError,
     RollupWindowError,
-)
-from aiaas_db._rollups import (
-    RollupEngine,
-    backfill,
-    reconcile,
-    run_rollup,
-    trigger_rollup,
-    usage_by_model,
-    usage_by_organization,
 )
 
 # Fixtures (a database with the platform schema per test, or one per module).

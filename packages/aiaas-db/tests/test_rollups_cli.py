@@ -24,18 +24,12 @@ from rollup_support import (
 )
 
 from aiaas_db import Migrator
-from aiaas_db._cli import cli, main
-from aiaas_db._platform import platform_source
-from aiaas_db._rollup_models import RollupConfigError, RollupTarget
-from aiaas_db._rollups import (
-    builtin_checks,
-    daily_equivalent,
-    load_checks,
-    load_rollup_targets,
-    reconcile,
-    rollup_target,
-    run_rollup,
-)
+from aiaas_db.analytics._engine import reconcile, run_rollup
+from aiaas_db.analytics._models import RollupConfigError, RollupTarget
+from aiaas_db.analytics._reconcile import builtin_checks, daily_equivalent, load_checks
+from aiaas_db.analytics._targets import load_rollup_targets, rollup_target
+from aiaas_db.cli._main import cli, main
+from aiaas_db.platform._components import platform_source
 
 rollup_template = rollup_support.rollup_template  # fixtures
 url = rollup_support.url
@@ -332,7 +326,7 @@ def test_state_change_set_passes_the_drill(db_url: str) -> None:
 
 
 def test_definitions_render_for_each_dialect_only() -> None:
-    from aiaas_db._rollup_sql import DAILY, HOURLY, literal, render, select_sql
+    from aiaas_db.analytics._sql import DAILY, HOURLY, literal, render, select_sql
 
     assert HOURLY.source == "usage_events"
     assert DAILY.source == "analytics_hourly_rollups"  # daily from hourly, never raw events
@@ -356,7 +350,7 @@ def test_definitions_render_for_each_dialect_only() -> None:
 
 
 def test_coalesce_buckets_and_floor_ceil() -> None:
-    from aiaas_db._rollups import ceil_bucket, coalesce_buckets, floor_bucket
+    from aiaas_db.analytics._windows import ceil_bucket, coalesce_buckets, floor_bucket
 
     h = timedelta(hours=1)
     hours = [T0, T0 + h, T0 + 2 * h, T0 + 5 * h, T0 + h]
@@ -373,16 +367,16 @@ def test_coalesce_buckets_and_floor_ceil() -> None:
 def test_cli_uses_the_local_cluster_without_a_dsn(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import aiaas_db._cli as cli_module
+    import aiaas_db.cli._rollup as cli_module
 
-    monkeypatch.setattr(cli_module, "_resolve_dsn", lambda dsn, out: url)
+    monkeypatch.setattr(cli_module, "resolve_dsn", lambda dsn, out: url)
     code, out, err = invoke("rollup", "run", "-g", "hour", *WINDOW, env={"AIAAS_DB_URL": ""})
     assert code == 0, err
     assert "window hour rollup on postgres" in out
 
 
 def test_cli_reports_unexpected_errors(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import aiaas_db._rollups as rollups
+    import aiaas_db.analytics._engine as rollups
 
     def boom(*_a: object, **_k: object) -> None:
         raise RuntimeError("kaput")

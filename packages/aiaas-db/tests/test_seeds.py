@@ -16,10 +16,10 @@ from seed_support import content_hashes, counts, run_cli, run_cli_json
 
 from aiaas_core import ApiKeyVerifier, AuthenticationError, HashKey, KeyedHasher, parse_api_key
 from aiaas_db import DatabaseUnavailableError, LocalPostgres
-from aiaas_db._apikey_store import PostgresApiKeyStore
-from aiaas_db._dbops import ensure_usage_partitions, format_window, mask, parse_window
-from aiaas_db._pii import PiiProtector
-from aiaas_db._seeds import (
+from aiaas_db.platform._apikey_store import PostgresApiKeyStore
+from aiaas_db.platform._dbops import ensure_usage_partitions, format_window, mask, parse_window
+from aiaas_db.platform._pii import PiiProtector
+from aiaas_db.platform._seeds import (
     AIAAS_SEED_NAMESPACE,
     CI_SEED_SECRET,
     LOCAL_DEV_SEED_SECRET,

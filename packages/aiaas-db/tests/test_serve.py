@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,24 +25,19 @@ from serve_support import Contract, Keys, free_port, live_server, make_telemetry
 
 from aiaas_core import ValidationError
 from aiaas_db import DirectorySource, LocalPostgres, Migrator
-from aiaas_db._classification import (
+from aiaas_db.cli._main import cli
+from aiaas_db.migrations._lock import AdvisoryLock, lock_keys
+from aiaas_db.platform._classification import (
     Classification,
     ClassifiedEntity,
     ClassifiedField,
     load_classification,
 )
-from aiaas_db._cli import cli
-from aiaas_db._lock import AdvisoryLock, lock_keys
-from aiaas_db._platform import platform_source
-from aiaas_db._serve import (
-    RollupRequest,
-    RollupTrigger,
-    SchemaApi,
-    _classify,
-    default_rollup_trigger,
-    entity_name,
-    schema_api_policy,
-)
+from aiaas_db.platform._components import platform_source
+from aiaas_db.server._api import SchemaApi
+from aiaas_db.server._auth import schema_api_policy
+from aiaas_db.server._catalog import _classify, entity_name
+from aiaas_db.server._runs import RollupRequest, RollupTrigger, default_rollup_trigger
 from aiaas_telemetry import Telemetry
 
 APPLY = "/v1/schema/migrations/apply"
@@ -500,6 +496,56 @@ def test_malformed_bodies(
     contract.error.validate(unknown.json())
 
 
+def test_every_answer_carries_one_request_id_the_error_body_names(
+    shared: tuple[httpx.Client, SchemaApi], keys: Keys, contract: Contract
+) -> None:
+    client, _ = shared
+    headers = keys.headers("pe")
+    answers = {
+        "routes 200": client.get(ENTITIES, headers=headers),
+        "auth 401": client.get(ENTITIES),
+        "auth 403": client.post(APPLY, json={}, headers=keys.headers("team")),
+        "routes 405": client.get(APPLY, headers=headers),
+        "routes 422": client.post(APPLY, json={"component": "nope"}, headers=headers),
+        "probe": client.get("/health"),
+    }
+    for what, response in answers.items():
+        ids = response.headers.get_list("x-request-id")
+        assert len(ids) == 1, (what, ids)
+        if response.status_code >= 400:
+            contract.error.validate(response.json())
+            assert response.json()["request_id"] == ids[0], what
+    given = "req-h3-" + uuid.uuid4().hex
+    mine = client.get(APPLY, headers={**headers, "X-Request-ID": given})
+    assert mine.status_code == 405
+    assert mine.headers.get_list("x-request-id") == [given]
+    assert mine.json()["request_id"] == given
+
+
+def test_a_declared_oversized_body_is_refused_before_it_is_sent(
+    shared: tuple[httpx.Client, SchemaApi], keys: Keys
+) -> None:
+    client, _ = shared
+    base = client.base_url
+    assert base.host
+    assert base.port
+    request = (
+        f"POST {APPLY} HTTP/1.1\r\nHost: {base.host}\r\n"
+        f"Authorization: {keys.headers('pe')['Authorization']}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    )
+    with socket.create_connection((base.host, base.port), timeout=10) as sock:
+        sock.sendall(request.encode())  # the headers only: no body byte follows
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = sock.recv(65536)
+            assert chunk, reply
+            reply += chunk
+    head = reply.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert head.startswith("HTTP/1.1 413"), head
+    assert "content-type: application/json" in head.lower()
+
+
 def test_run_status_404(
     shared: tuple[httpx.Client, SchemaApi], keys: Keys, contract: Contract
 ) -> None:
@@ -856,10 +902,35 @@ def test_cli_issue_key_and_bad_configuration(keys: Keys) -> None:
         env={"AIAAS_DB_API_KEY_HASH_KEY": "", "AIAAS_DB_API_KEYS": keys.entries[0]},
     )
     assert missing_hash.exit_code == 2
+    twice = runner.invoke(
+        cli,
+        ["serve", "--dsn", "postgresql://x/y"],
+        env={
+            "AIAAS_DB_API_KEY_HASH_KEY": keys.hash_key,
+            "AIAAS_DB_API_KEYS": f"{keys.entries[0]}, {keys.entries[1]}\n{keys.entries[0]}",
+        },
+    )
+    assert twice.exit_code == 2
+    assert "$AIAAS_DB_API_KEYS entry 3: key id" in twice.output
+    assert "listed twice" in twice.output
+    assert keys.entries[0].rsplit(":", 1)[1] not in twice.output  # digests are not echoed
     short = runner.invoke(
         cli, ["serve", "--issue-key", "x"], env={"AIAAS_DB_API_KEY_HASH_KEY": "short"}
     )
     assert short.exit_code == 2
+
+
+def test_cli_refuses_a_port_in_use(keys: Keys, db_url: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            cli, ["serve", "--dsn", db_url, "--port", str(port)], env=keys.env()
+        )
+    assert result.exit_code == 1, result.output
+    assert f"the server could not start on 127.0.0.1:{port}" in result.output
+    assert "address is in use" in result.output
 
 
 def test_cli_serves_until_sigterm(
@@ -1012,7 +1083,7 @@ async def test_the_bare_app_refuses_other_scopes_and_unknown_paths(db_url: str) 
 
 
 def test_the_run_book_keeps_the_latest_finished_runs() -> None:
-    from aiaas_db._serve import _Run, _RunBook
+    from aiaas_db.server._runs import _Run, _RunBook
 
     book = _RunBook(keep=2)
     now = datetime.now(UTC)

@@ -22,7 +22,8 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance
 from serve_support import Contract, Keys, live_server, make_telemetry
 
 from aiaas_db import DirectorySource, LocalPostgres
-from aiaas_db._serve import SchemaApi, default_rollup_trigger
+from aiaas_db.server._api import SchemaApi
+from aiaas_db.server._runs import default_rollup_trigger
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import pytest
 import seed_support
 
 from aiaas_db import LocalPostgres
-from aiaas_db._pii import PiiProtector
-from aiaas_db._seeds import LoadProgress
-from aiaas_db._synthetic import (
+from aiaas_db.platform._pii import PiiProtector
+from aiaas_db.platform._seeds import LoadProgress
+from aiaas_db.platform._synthetic import (
     SyntheticError,
     SyntheticReport,
     load_synthetic,

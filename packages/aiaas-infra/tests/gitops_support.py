@@ -8,8 +8,8 @@ import functools
 from typing import Any
 
 from aiaas_infra import PlatformSpec, spec_from_dict, spec_to_dict
-from aiaas_infra._sealing import SealingCertificate
-from aiaas_infra._secrets import SealedStore, seal_secret
+from aiaas_infra.secrets._sealing import SealingCertificate
+from aiaas_infra.secrets._secrets import SealedStore, seal_secret
 from aiaas_infra.testing import sealing_keypair
 
 GPU_SERVICE: dict[str, Any] = {

@@ -32,9 +32,9 @@ from aiaas_infra import (
     spec_from_dict,
     spec_to_dict,
 )
-from aiaas_infra._access import MIN_TTL
-from aiaas_infra._cli import main
-from aiaas_infra._handoff import ACCESS_ROLES
+from aiaas_infra.access._access import MIN_TTL
+from aiaas_infra.access._handoff import ACCESS_ROLES
+from aiaas_infra.cli._main import main
 from aiaas_infra.testing import FakeKubeApiServer
 
 FILES = {

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 from aiaas_infra import PlatformSpec
-from aiaas_infra._cli import main
-from aiaas_infra._gitops import render_platform
-from aiaas_infra._kubeapply import (
+from aiaas_infra.cli._main import main
+from aiaas_infra.cluster._apply import (
     RESOURCES,
     BootstrapError,
     BootstrapReport,
@@ -23,8 +22,9 @@ from aiaas_infra._kubeapply import (
     bootstrap,
     resource_for,
 )
-from aiaas_infra._sealing import SealingCertificate
-from aiaas_infra._secrets import SealedStore, seal_secret
+from aiaas_infra.cluster._gitops import render_platform
+from aiaas_infra.secrets._sealing import SealingCertificate
+from aiaas_infra.secrets._secrets import SealedStore, seal_secret
 from aiaas_infra.testing import SYSTEM_NAMESPACES, FakeKubeApiServer, sealing_keypair
 
 #: Kinds bootstrap lists to learn what is live (every kind it manages but Secret).
@@ -493,7 +493,7 @@ def _live(obj: dict[str, Any], **meta: Any) -> dict[str, Any]:
 
 
 def test_in_sync_needs_the_same_config_and_no_drift() -> None:
-    from aiaas_infra._kubeapply import APPLIED_ANNOTATION, _in_sync, _owned_by_aiaas, _with_hash
+    from aiaas_infra.cluster._apply import APPLIED_ANNOTATION, _in_sync, _owned_by_aiaas, _with_hash
 
     desired = _with_hash(DESIRED)
     assert desired["metadata"]["annotations"][APPLIED_ANNOTATION].startswith("sha256:")

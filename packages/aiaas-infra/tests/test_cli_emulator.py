@@ -24,8 +24,9 @@ from aiaas_infra import (
     load_spec,
     open_state,
 )
-from aiaas_infra._model import LiveResource
-from aiaas_infra._provider import DEFAULT_API_URL, _rule_from_s3, api_s3_endpoint
+from aiaas_infra.provision._provider_api import DEFAULT_API_URL, api_s3_endpoint
+from aiaas_infra.provision._provider_write import _rule_from_s3
+from aiaas_infra.provision._resources import LiveResource
 from aiaas_infra.testing import LinodeEmulator, RemoteEmulator
 
 # Variables a developer's shell may hold that would make the test pass for the wrong reason.

@@ -17,7 +17,7 @@ from aiaas_infra import (
     spec_from_dict,
     spec_to_dict,
 )
-from aiaas_infra._drift import RULES
+from aiaas_infra.provision._drift import RULES
 from aiaas_infra.testing import LinodeEmulator
 
 

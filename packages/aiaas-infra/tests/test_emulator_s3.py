@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from linode_api4 import LinodeClient
 from s3_support import MOTO_KEY, emulator_bucket, moto_server, s3_client
 
-from aiaas_infra._provider import _rule_from_s3, _s3_rule
+from aiaas_infra.provision._provider_write import _rule_from_s3, _s3_rule
 from aiaas_infra.testing import LinodeEmulator
 
 BUCKET = "contract-bucket"

@@ -23,8 +23,9 @@ from aiaas_infra import (
     spec_to_dict,
     validate_objects,
 )
-from aiaas_infra._gitops import ROLE_NAMES, monitoring_values
-from aiaas_infra._secrets import SealedStore, SecretNotSealedError
+from aiaas_infra.cluster._monitoring import monitoring_values
+from aiaas_infra.cluster._objects import ROLE_NAMES
+from aiaas_infra.secrets._secrets import SealedStore, SecretNotSealedError
 from aiaas_telemetry import load_prometheus_rules
 
 Obj = dict[str, Any]

@@ -11,7 +11,7 @@ import yaml
 from gitops_support import sealed_store
 
 from aiaas_infra import ExitCode, PlatformSpec, example_spec_path, render_platform
-from aiaas_infra._cli import main
+from aiaas_infra.cli._main import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -21,8 +21,8 @@ from aiaas_infra import (
     spec_from_dict,
     spec_to_dict,
 )
-from aiaas_infra._gitops import dump_yaml
-from aiaas_infra._netpol import allowed
+from aiaas_infra.cluster._netpol import allowed
+from aiaas_infra.cluster._yaml import dump_yaml
 
 NAME = st.from_regex(r"[a-z][a-z0-9]{0,7}", fullmatch=True)
 CPU = st.sampled_from(["250m", "500m", "1", "2"])

@@ -349,7 +349,7 @@ def test_environments_from_spec(spec: PlatformSpec) -> None:
 
 def test_dashboard_link_names_the_rendered_dashboard(spec: PlatformSpec) -> None:
     from aiaas_infra import observability_links, render_platform
-    from aiaas_infra._handoff import DASHBOARD_UID
+    from aiaas_infra.access._handoff import DASHBOARD_UID
 
     uids = {
         json.loads(text).get("uid")

@@ -17,11 +17,11 @@ import pytest
 from handoff_support import free_port
 
 from aiaas_infra import example_spec_path
-from aiaas_infra._access_cli import parse_duration
-from aiaas_infra._cli import main
+from aiaas_infra.cli._access import parse_duration
+from aiaas_infra.cli._main import main
 
-# `python -m aiaas_infra._cli` would load _cli twice (as __main__ and as itself).
-CLI = [sys.executable, "-c", "import sys; from aiaas_infra._cli import main; sys.exit(main())"]
+# `python -m aiaas_infra.cli._main` would load _cli twice (as __main__ and as itself).
+CLI = [sys.executable, "-c", "import sys; from aiaas_infra.cli._main import main; sys.exit(main())"]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -250,3 +250,5 @@ def test_serve_reports_a_port_in_use(
         port = busy.getsockname()[1]
         code = main(["handoff", "serve", "--spec", str(example_spec_path()), "--port", str(port)])
     assert code == 1
+    err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert f"the handoff API could not start: the server could not start on 127.0.0.1:{port}" in err

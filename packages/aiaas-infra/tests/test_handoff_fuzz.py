@@ -123,9 +123,10 @@ def test_malformed_credentials_answer_401_with_their_code(
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["www-authenticate"] == 'Bearer realm="aiaas"'
     body = response.json()
+    # the same title as every other 401 of the platform (aiaas_core.AuthenticationError)
     assert (body["status"], body["title"], body["code"]) == (
         401,
-        "Unauthorized",
+        "Authentication required",
         "AUTH_HEADER_INVALID",
     )
     assert int(response.headers["content-length"]) == len(response.content)

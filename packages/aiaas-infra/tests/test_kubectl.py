@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from aiaas_infra import PlatformSpec, render_environment, spec_to_dict
-from aiaas_infra._cli import main
+from aiaas_infra.cli._main import main
 from aiaas_infra.testing import SYSTEM_NAMESPACES, FakeKubeApiServer
 
 KUBECTL_TIMEOUT = 60

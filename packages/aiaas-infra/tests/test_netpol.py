@@ -10,7 +10,7 @@ import pytest
 from gitops_support import gpu_spec
 
 from aiaas_infra import PlatformSpec, render_platform
-from aiaas_infra._netpol import allowed
+from aiaas_infra.cluster._netpol import allowed
 
 Obj = dict[str, Any]
 ENVS = ("development", "staging", "production", "system")

@@ -15,7 +15,7 @@ from aiaas_infra import (
     SystemClock,
     desired_resources,
 )
-from aiaas_infra._plan import scope_for
+from aiaas_infra.provision._plan import scope_for
 from aiaas_infra.testing import FastClock, LinodeEmulator, emulator_provider
 
 

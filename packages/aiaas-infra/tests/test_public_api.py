@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import itertools
 import pkgutil
 import subprocess
 import sys
@@ -34,26 +35,47 @@ def test_all_matches_the_lazy_table() -> None:
 
 def test_every_exported_name_resolves() -> None:
     for name in aiaas_infra.__all__:
+        if name in aiaas_infra._DEPRECATED:
+            continue  # the test doubles warn here: test_testing_namespace.py resolves them
         assert getattr(aiaas_infra, name) is not None, name
     for name in aiaas_infra.testing.__all__:
         assert getattr(aiaas_infra.testing, name) is not None, name
 
 
+#: The public sub-packages: narrower namespaces over the same objects (the doubles: .testing).
+SUBPACKAGES = {"access", "cli", "cluster", "provision", "secrets", "spec", "testing"}
+
+
 def test_exports_are_complete() -> None:
-    """Every public name a private module declares is exported (the emulator's by .testing)."""
+    """Every public name a private module declares is exported by its sub-package, and by the
+    top level (the test doubles only by .testing)."""
     exported = set(aiaas_infra.__all__)
-    for info in pkgutil.iter_modules(aiaas_infra.__path__):
-        if info.name == "testing":
+    subpackages = set()
+    for info in pkgutil.walk_packages(aiaas_infra.__path__, "aiaas_infra."):
+        parts = info.name.split(".")[1:]
+        if info.ispkg:
+            if parts[-1].startswith("_"):
+                continue  # a sub-package's private package (testing._linode): modules below
+            assert len(parts) == 1, f"{info.name}: one level of sub-packages"
+            subpackages.add(parts[0])
+            package = importlib.import_module(info.name)
+            assert package.__all__ == sorted(package.__all__), info.name
             continue
-        assert info.name.startswith("_"), f"module {info.name} must be private (_name)"
-        module = importlib.import_module(f"aiaas_infra.{info.name}")
-        target = set(aiaas_infra.testing.__all__) if info.name == "_emulator" else exported
-        owner = aiaas_infra.testing if info.name == "_emulator" else aiaas_infra
+        assert parts[-1].startswith("_"), f"module {info.name} must be private (_name)"
+        module = importlib.import_module(info.name)
+        public = itertools.takewhile(lambda part: not part.startswith("_"), parts[:-1])
+        owner = importlib.import_module(".".join(["aiaas_infra", *public]))
         for name in getattr(module, "__all__", ()):
             if name.isupper():
                 continue  # constants stay in their module
-            assert name in target, f"aiaas_infra.{info.name}.{name} is not exported"
-            assert getattr(owner, name) is getattr(module, name)
+            if owner is not aiaas_infra:
+                assert name in owner.__all__, f"{info.name}.{name} not in {owner.__name__}"
+                assert getattr(owner, name) is getattr(module, name)
+            if owner is aiaas_infra.testing or name == "main":
+                continue
+            assert name in exported, f"{info.name}.{name} is not exported"
+            assert getattr(aiaas_infra, name) is getattr(module, name)
+    assert subpackages == SUBPACKAGES
 
 
 def test_unknown_attribute_raises() -> None:

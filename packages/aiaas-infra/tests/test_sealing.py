@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiaas_infra._sealing import (
+from aiaas_infra.secrets._sealing import (
     SCOPE_ANNOTATIONS,
     SealingCertificate,
     SealingError,

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from aiaas_infra import PlatformSpec, example_spec_path
-from aiaas_infra._cli import main
-from aiaas_infra._sealing import SealingCertificate, seal, unseal
-from aiaas_infra._secrets import (
+from aiaas_infra.cli._main import main
+from aiaas_infra.secrets._sealing import SealingCertificate, seal, unseal
+from aiaas_infra.secrets._secrets import (
     FreshnessReport,
     SealedItem,
     SealedStore,

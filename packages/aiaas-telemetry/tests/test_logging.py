@@ -22,6 +22,13 @@ from aiaas_telemetry import (
     is_secret_key,
     remove_logging,
 )
+from aiaas_telemetry._logging import (
+    ACCESS_FIELDS,
+    AccessEntry,
+    access_fields,
+    access_message,
+    emit_access,
+)
 
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -187,6 +194,157 @@ def test_format_fields_is_what_format_writes(
             assert key not in parsed  # a record's private attributes are never written
         elif is_secret_key(key):
             assert parsed[key] == "[REDACTED]"
+
+
+# Formatter set-ups the direct path must match the dict path for: the profile's default required
+# fields, none, required fields out of the context order or outside it, static fields that are
+# context fields, required fields, or secret (the direct path steps aside for some of these).
+_FORMATTERS = [
+    {"required_fields": ["request_id", "trace_id", "span_id", "actor.subject"]},
+    {},
+    {"required_fields": ["actor.subject", "env", "request_id", "zone"]},
+    {"required_fields": ["trace_id"], "static_fields": {"zone": "eu", "region.name": ["a", 1]}},
+    {"static_fields": {"trace_id": "static-trace", "env": "x"}},
+    {"required_fields": ["env"], "static_fields": {"env": "prod", "api_key": "k3y"}},
+]
+_more_keys = st.sampled_from(
+    ["env", "zone", "request_id", "trace_id", "span_id", "actor.subject", "", "_private", "ü"]
+)
+_more_values = _values | st.sampled_from([float("nan"), float("inf"), -float("inf"), 2**70])
+
+
+@given(
+    setup=st.sampled_from(_FORMATTERS),
+    fields=st.dictionaries(_keys | _SECRET_KEYS | _more_keys, _more_values, max_size=6),
+    message=st.text(max_size=20),
+    context=st.sampled_from(["none", "request", "request+trace", "request+trace+actor"]),
+)
+def test_format_fields_direct_path_matches_the_dict_path(
+    setup: dict[str, Any], fields: dict[str, Any], message: str, context: str
+) -> None:
+    """format_fields builds the line piece by piece; it is the line of the dict path."""
+    formatter = JsonFormatter('svc "quoted"\n', **setup)
+    extra = {k: v for k, v in fields.items() if k not in _RESERVED}
+    with request_context(
+        "req-12345678" if context != "none" else None,
+        trace_id="c" * 32 if "trace" in context else None,
+        span_id="d" * 16 if "trace" in context else None,
+    ):
+        if "actor" in context:
+            set_actor(Actor("key_abc", ("reader",), "api_key"))
+        fast = formatter.format_fields(
+            created=1765000000.25, levelno=20, message=message, logger="a.b", fields=extra
+        )
+        slow = formatter._encode(formatter._fields(1765000000.25, "info", message, "a.b", extra))
+    assert fast == slow
+    assert "k3y" not in fast
+
+
+# Formatter set-ups for the access line's template: the default, and ones where an access field is
+# required, static or secret-looking (the template steps aside for those).
+_ACCESS_FORMATTERS = [
+    *_FORMATTERS,
+    {"required_fields": ["request_id", "http.route", "span_id"]},
+    {"static_fields": {"url.path": "/static"}},
+    {"required_fields": ["error.code"], "static_fields": {"region": "eu"}},
+]
+_text = st.text(max_size=12)
+
+
+@given(
+    setup=st.sampled_from(_ACCESS_FORMATTERS),
+    entry=st.tuples(
+        st.sampled_from(["GET", "POST", "BREW", 'G"ET']),
+        _text,
+        _text,
+        st.sampled_from([200, 404, 499, 500]),
+        st.floats(min_value=0, max_value=1e6, allow_nan=False),
+        st.sampled_from([None, ("10.0.0.7", 5), ("::1", 1), (None, 0), ()]),
+        st.none() | _text,
+        st.none() | st.sampled_from(["INTERNAL_ERROR", "CLIENT_DISCONNECTED"]),
+    ),
+    ids=st.tuples(  # an empty id is the request context's, as for any line
+        st.sampled_from(["req-12345678", 'req-"quoted"-\u00e9', ""]),
+        st.none() | st.sampled_from(["a" * 32, ""]),
+        st.none() | st.sampled_from(["b" * 16, ""]),
+        st.none() | st.sampled_from(["key_abc", "us\u00e9r\n"]),
+    ),
+    context=st.sampled_from(["none", "trace", "trace+actor"]),
+)
+def test_access_line_is_what_format_fields_writes(
+    setup: dict[str, Any],
+    entry: AccessEntry,
+    ids: tuple[str, str | None, str | None, str | None],
+    context: str,
+) -> None:
+    """The access line's template writes the very line of the general path, hostile text too;
+    ids left out are the request context's. Where an access field is a required or static one,
+    the template steps aside (``None``)."""
+    formatter = JsonFormatter('svc "quoted"\n', **setup)
+    with request_context(
+        "outer-request-1",
+        trace_id="c" * 32 if "trace" in context else None,
+        span_id="d" * 16 if "trace" in context else None,
+    ):
+        if "actor" in context:
+            set_actor(Actor("ctx_actor", ("reader",), "api_key"))
+        fast = formatter._access_line(1765000000.25, "aiaas.access", entry, ids)
+        slow = formatter.format_fields(
+            created=1765000000.25,
+            levelno=logging.INFO,
+            message=access_message(entry),
+            logger="aiaas.access",
+            fields=access_fields(entry, ids),
+        )
+    named = {*setup.get("required_fields", ()), *setup.get("static_fields", {})}
+    if setup in _FORMATTERS[:4]:  # nothing in the way: the template writes it
+        assert fast == slow
+    elif named & set(ACCESS_FIELDS):
+        assert fast is None
+    else:
+        assert fast in {None, slow}
+    line = json.loads(slow)
+    assert line["message"] == f"{entry[0]} {entry[1]} {entry[3]}"
+    assert line["http.method"] == entry[0]
+
+
+def test_emit_access_writes_the_line_logging_would() -> None:
+    logger = logging.getLogger("aiaas.test.emit.access")
+    direct, usual = io.StringIO(), io.StringIO()
+    entry: AccessEntry = (
+        "GET",
+        "/v1/items/7",
+        "/v1/items/{id}",
+        404,
+        1.25,
+        ("::1", 9),
+        "t/1",
+        None,
+    )
+    ids = ("req-abcdef12", "d" * 32, "e" * 16, "key_abc")
+    for setup in ({}, {"required_fields": ["http.route"]}):  # the template, the general path
+        with only_handler(json_handler(direct, **setup), logger):
+            assert emit_access(logger, entry, ids) is True
+        with (
+            only_handler(json_handler(usual, **setup), logger),
+            request_context(ids[0], trace_id=ids[1], span_id=ids[2]),
+        ):
+            logger.info(
+                "%s %s %d",
+                "GET",
+                "/v1/items/7",
+                404,
+                extra=access_fields(entry, ids, with_ids=False),
+            )
+    for a, b in zip(direct.getvalue().splitlines(), usual.getvalue().splitlines(), strict=True):
+        one, other = json.loads(a), json.loads(b)
+        assert TIME.fullmatch(one.pop("time"))
+        other.pop("time")
+        assert one == other
+        assert one["actor.subject"] == "key_abc"
+        assert one["client.address"] == "::1"
+    with only_handler(logging.NullHandler(), logger):  # anything else listening: not written
+        assert emit_access(logger, entry, ids) is False
 
 
 # Names a LogRecord refuses in extra= (and the formatter's own fields it would never take).

@@ -548,13 +548,13 @@ async def test_access_line_is_the_same_written_directly_or_through_logging(
     from aiaas_telemetry import _middleware
 
     used: list[bool] = []
-    original = _middleware.emit_json
+    original = _middleware.emit_access
 
     def spy(*args: Any) -> bool:
         used.append(original(*args))
         return used[-1]
 
-    monkeypatch.setattr(_middleware, "emit_json", spy)
+    monkeypatch.setattr(_middleware, "emit_access", spy)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         scope["aiaas.actor"] = Actor("key_abc", ("reader",), "api_key")
@@ -791,3 +791,51 @@ async def test_a_raw_socket_that_sends_half_a_body_and_closes(
     count = "http_server_request_duration_seconds_count"
     assert sample(tel, count, status_class="5xx", **labels) == 0
     assert [r for r in log_stream.records() if r["level"] == "error"] == []
+
+
+@pytest.mark.parametrize(
+    "amounts",
+    [
+        [0.0, 0.005, 0.0050001, 0.1, 2.5, 10.0, 10.5, 1e9, float("inf")],  # edges, beyond the last
+        [0.0001] * 5 + [0.25, 0.25],
+    ],
+)
+def test_metric_shortcuts_count_what_the_public_methods_count(amounts: list[float]) -> None:
+    """The middleware's histogram observe and gauge add record the very samples the
+    prometheus-client methods do, bucket edges included; anything else gets the public method."""
+    from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+    from aiaas_telemetry._middleware import _gauge_adder, _observer
+
+    def samples(registry: CollectorRegistry) -> list[tuple[str, dict[str, str], float]]:
+        return [(s.name, s.labels, s.value) for m in registry.collect() for s in m.samples]
+
+    fast, public = CollectorRegistry(), CollectorRegistry()
+    made = [
+        (
+            Histogram("h", "h", ("route",), registry=registry).labels("/x"),
+            Gauge("g", "g", ("route",), registry=registry).labels("/x"),
+        )
+        for registry in (fast, public)
+    ]
+    observe, add = _observer(made[0][0]), _gauge_adder(made[0][1])
+    assert observe != made[0][0].observe  # the shortcut is in use
+    for amount in amounts:
+        observe(amount)
+        made[1][0].observe(amount)
+        add(1.0)
+        made[1][1].inc()
+    add(-1.0)
+    made[1][1].dec()
+    got = [s for s in samples(fast) if not s[0].endswith("_created")]
+    assert got == [s for s in samples(public) if not s[0].endswith("_created")]
+    assert ("g", {"route": "/x"}, float(len(amounts) - 1)) in got
+
+    class Odd:  # not a prometheus-client child: the public methods
+        def observe(self, amount: float) -> None: ...
+
+        def inc(self, amount: float = 1) -> None: ...
+
+    odd = Odd()
+    assert _observer(odd) == odd.observe
+    assert _gauge_adder(odd) == odd.inc

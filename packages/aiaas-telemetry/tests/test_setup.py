@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+import aiaas_telemetry
 from aiaas_core import ConfigError
 from aiaas_telemetry import load_profile, setup
 
@@ -43,7 +44,7 @@ def test_handles(make_telemetry: Any, memory_exporter: Any, log_stream: Any) -> 
             "aiaas_service_info",
             {
                 **tel.profile.summary(),
-                "aiaas_telemetry_version": "0.1.0",
+                "aiaas_telemetry_version": aiaas_telemetry.__version__,
                 "service_version": "9.9.9",
                 "config_db_password": "<redacted>",
                 "config_db_pool_size": "5",

@@ -11,10 +11,11 @@ line's ``--help`` answers at once.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from inference_service._cli import __version__, main
+from aiaas_core import lazy_exports
+from inference_service._cli import main
+from inference_service._version import __version__
 
 _LAZY: dict[str, str] = {
     "CachedKeyStore": "_keys",
@@ -70,14 +71,4 @@ if TYPE_CHECKING:
     from inference_service._usage import UsageEvent, UsageRecorder, UsageStats
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'inference_service' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"inference_service.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -2,12 +2,13 @@
 platform database, budgets and rate limits before any compute, usage events off the critical
 path, health, readiness and metrics.
 
-Stack (outermost first): aiaas-telemetry's ``TelemetryMiddleware`` (request id, span, access log,
-``/metrics``) → aiaas-core's ``AuthMiddleware`` (API key → actor with its scopes → policy and
-route scopes; its errors on ``/v1/`` paths in OpenAI's error shape, like the telemetry
-middleware's) → the gateway checks of ``POST /v1/embeddings`` (budget, rate limits:
-:mod:`inference_service._gateway`) → the routes: ``POST /v1/embeddings`` and ``GET /v1/models``
-(aiaas-serving's OpenAI endpoint), ``GET /health`` and ``GET /ready``.
+Stack (outermost first, :func:`aiaas_telemetry.service_stack`): aiaas-telemetry's
+``TelemetryMiddleware`` (the request id, made once; span, access log, ``/metrics``) → aiaas-core's
+``AuthMiddleware`` (API key → actor with its scopes → policy and route scopes; its errors on
+``/v1/`` paths in OpenAI's error shape, like the telemetry middleware's) → the gateway checks of
+``POST /v1/embeddings`` (budget, rate limits: :mod:`inference_service._gateway`) → the routes:
+``POST /v1/embeddings`` and ``GET /v1/models`` (aiaas-serving's OpenAI endpoint), ``GET /health``
+and ``GET /ready``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
@@ -25,17 +26,20 @@ import attrs
 
 from aiaas_core import (
     Actor,
-    AiaasError,
     ApiKeyStore,
     ApiKeyVerifier,
-    AuthMiddleware,
+    ASGIApp,
     CheckResult,
     HealthRegistry,
     KeyedHasher,
+    MethodNotAllowedError,
     NotFoundError,
     Policy,
     PolicyRule,
+    Receive,
     RouteRule,
+    Scope,
+    Send,
     ServiceUnavailableError,
     accept_request_id,
     get_request_id,
@@ -54,22 +58,17 @@ from aiaas_serving import (
     Runtime,
     openai_error_response,
 )
-from aiaas_telemetry import Telemetry, check_service_compatibility
-from inference_service._cli import __version__
+from aiaas_telemetry import ServiceAuth, Telemetry, check_service_compatibility, service_stack
 from inference_service._gateway import Gateway, Refusal
 from inference_service._keys import CachedKeyStore, KeyDirectory, KeyOwner
 from inference_service._openapi import openapi_document
 from inference_service._settings import SERVICE_NAME, Settings
 from inference_service._threads import apply_torch_threads
 from inference_service._usage import UsageCollector
+from inference_service._version import __version__
 
 __all__ = ["ModelPrice", "Service", "create_app"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Connect = Callable[[], Awaitable[Any]]
 
 RUNTIME_MODEL: Final = "embedder"
@@ -126,12 +125,6 @@ async def lookup_model(connect: Connect, name: str) -> ModelPrice:
         )
         return ModelPrice(None, Decimal(0))
     return ModelPrice(row[0], Decimal(row[1]))
-
-
-class _MethodNotAllowedError(AiaasError):
-    code = "METHOD_NOT_ALLOWED"
-    status = 405
-    title = "Method not allowed"
 
 
 class Service:
@@ -504,8 +497,8 @@ class Service:
             raise NotFoundError(f"Not found: no route {path}")
         method: str = scope["method"]
         if method not in ("GET", "HEAD"):
-            raise _MethodNotAllowedError(
-                f"Method not allowed: {path} answers GET and HEAD", headers={"Allow": "GET, HEAD"}
+            raise MethodNotAllowedError(
+                f"Method not allowed: {path} answers GET and HEAD", allow=("GET", "HEAD")
             )
         if path == "/openapi.json":
             await send_json(send, 200, self.openapi(), head=method == "HEAD")
@@ -544,7 +537,8 @@ def _load_chat_model(device: str) -> Any:
 
 
 def create_app(service: Service) -> ASGIApp:
-    """The full stack around ``service``: telemetry, then authentication, then the routes."""
+    """The full stack around ``service``: telemetry, then authentication, then the routes
+    (:func:`aiaas_telemetry.service_stack`: the request id made once, one error shape per path)."""
     policy = Policy(
         [
             PolicyRule(
@@ -555,26 +549,24 @@ def create_app(service: Service) -> ASGIApp:
             )
         ]
     )
-    guarded = AuthMiddleware(
+    return service_stack(
         service,
-        authenticate=service.authenticate,
-        policy=policy,
-        rules=[
-            RouteRule("POST", "/v1/embeddings", "embeddings:create", scope="embeddings:create"),
-            RouteRule("POST", "/v1/chat/completions", COMPLETIONS_SCOPE, scope=COMPLETIONS_SCOPE),
-            RouteRule("POST", "/v1/completions", COMPLETIONS_SCOPE, scope=COMPLETIONS_SCOPE),
-            RouteRule("GET", "/v1/models", "models:read", scope="models:read"),
-            RouteRule("GET", "/v1/models/{model}", "models:read", scope="models:read"),
-            RouteRule("HEAD", "/v1/models", "models:read", scope="models:read"),
-        ],
-        public_paths=PUBLIC_PATHS,
-        audit=service.telemetry.audit.auth_hook(),
-        error_renderers=OPENAI_ERRORS,
-    )
-    return service.telemetry.middleware(
-        guarded,
+        telemetry=service.telemetry,
+        auth=ServiceAuth(
+            authenticate=service.authenticate,
+            policy=policy,
+            rules=[
+                RouteRule("POST", "/v1/embeddings", "embeddings:create", scope="embeddings:create"),
+                RouteRule(
+                    "POST", "/v1/chat/completions", COMPLETIONS_SCOPE, scope=COMPLETIONS_SCOPE
+                ),
+                RouteRule("POST", "/v1/completions", COMPLETIONS_SCOPE, scope=COMPLETIONS_SCOPE),
+                RouteRule("GET", "/v1/models", "models:read", scope="models:read"),
+                RouteRule("GET", "/v1/models/{model}", "models:read", scope="models:read"),
+                RouteRule("HEAD", "/v1/models", "models:read", scope="models:read"),
+            ],
+            public_paths=PUBLIC_PATHS,
+        ),
         routes=list(ROUTES),
-        metrics_path="/metrics",
-        exclude_paths=("/health", "/ready"),
         error_renderers=OPENAI_ERRORS,
     )

@@ -13,14 +13,13 @@ the key.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
@@ -28,14 +27,19 @@ from typing import Any, Final
 
 import attrs
 
-from aiaas_core import ConfigError, settings_summary, signals_end_normally
+from aiaas_core import (
+    ConfigError,
+    ServiceUnavailableError,
+    serve,
+    settings_summary,
+    signals_end_normally,
+)
 from aiaas_telemetry import load_profile, setup
-from inference_service import _settings
-from inference_service._settings import SERVICE_NAME
+from inference_service._settings import SERVICE_NAME, Settings, load
+from inference_service._version import __version__
 
 __all__ = ["main"]
 
-__version__ = "0.1.0"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -107,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def tracing_enabled(settings: _settings.Settings, environ: Mapping[str, str]) -> bool:
+def tracing_enabled(settings: Settings, environ: Mapping[str, str]) -> bool:
     """``INFERENCE_SERVICE_TRACING`` when set, else whether an OTLP endpoint is configured."""
     if settings.tracing is not None:
         return settings.tracing
@@ -136,7 +140,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if args.data_dir is not None:
         overrides["local_data_dir"] = args.data_dir
     try:
-        settings = _settings.load(env, overrides)
+        settings = load(env, overrides)
         profile = load_profile({"service_name": SERVICE_NAME}, environ=env)
     except ConfigError as exc:
         return _usage_error(exc.message)
@@ -208,14 +212,12 @@ def _interrupts_raise() -> Iterator[None]:
 
 
 def _serve(
-    settings: _settings.Settings,
+    settings: Settings,
     telemetry: Any,
     database: Any,
     log: logging.Logger,
     began: float,
 ) -> int:
-    import uvicorn  # noqa: PLC0415
-
     from inference_service._app import Service, create_app  # noqa: PLC0415
 
     service = Service(
@@ -226,54 +228,31 @@ def _serve(
         hasher=database.hasher,
         adapter_factory=database.adapter_factory,
     )
-    config = uvicorn.Config(
-        create_app(service),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        server_header=False,
-        timeout_graceful_shutdown=max(1, round(settings.graceful_timeout.total_seconds())),
-    )
-    server = uvicorn.Server(config)
 
     def ready(port: int) -> None:
+        """Called by aiaas-core's serve() once uvicorn listens (the model is loaded by then)."""
+        if not service.started:
+            return
         seconds = time.monotonic() - began
         log.info("inference-service ready", extra={"port": port, "startup_seconds": seconds})
         sys.stdout.write(banner(settings, database, port=port, seconds=seconds))
         sys.stdout.flush()
 
-    with signals_end_normally() as received:
-        try:
-            asyncio.run(_run_until_stopped(server, service, ready))
-        except SystemExit as exc:
-            log.error("inference-service could not start (uvicorn exit status %s)", exc.code)
-            return EXIT_FAILED
+    try:  # returns after SIGTERM/SIGINT, once in-flight requests are done
+        stopped_by = serve(
+            create_app(service),
+            host=settings.host,
+            port=settings.port,
+            graceful_timeout=settings.graceful_timeout,
+            on_ready=ready,
+        )
+    except ServiceUnavailableError as exc:  # the port is taken, or the app did not start
+        log.error("inference-service could not start: %s", exc.message)
+        return EXIT_FAILED
     if not service.started:
         return EXIT_FAILED
-    log.info(
-        "inference-service stopped",
-        extra={"signal": signal.Signals(received[0]).name if received else None},
-    )
+    log.info("inference-service stopped", extra={"signal": stopped_by.name if stopped_by else None})
     return EXIT_OK
-
-
-async def _run_until_stopped(server: Any, service: Any, ready: Callable[[int], None]) -> None:
-    """``server.serve()``, calling ``ready(port)`` once it listens with the model loaded."""
-    task = asyncio.ensure_future(server.serve())
-    while not server.started and not task.done():
-        await asyncio.wait({task}, timeout=0.05)
-    if server.started and service.started:
-        ready(_bound_port(server))
-    await task
-
-
-def _bound_port(server: Any) -> int:
-    for listener in server.servers:
-        for sock in listener.sockets:
-            return int(sock.getsockname()[1])
-    return int(server.config.port)  # pragma: no cover - uvicorn always binds a socket
 
 
 def _url_host(host: str) -> str:
@@ -289,7 +268,7 @@ def _url_host(host: str) -> str:
 CHAT_QUESTION: Final = "What is the capital of France? Answer in one sentence."
 
 
-def _chat_lines(settings: _settings.Settings, root: str, auth: str, client: str) -> list[str]:
+def _chat_lines(settings: Settings, root: str, auth: str, client: str) -> list[str]:
     """The banner's chat examples (streamed), when the chat model is served."""
     if not settings.chat:
         return []
@@ -315,7 +294,7 @@ def _chat_lines(settings: _settings.Settings, root: str, auth: str, client: str)
     ]
 
 
-def banner(settings: _settings.Settings, database: Any, *, port: int, seconds: float) -> str:
+def banner(settings: Settings, database: Any, *, port: int, seconds: float) -> str:
     """What the human reads when the service is ready (stdout only, printed once)."""
     root = f"http://{_url_host(settings.host)}:{port}"
     base = f"{root}/v1"

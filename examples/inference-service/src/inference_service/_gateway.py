@@ -31,13 +31,13 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Final, Literal
 
 import attrs
 
-from aiaas_core import RateDecision, RateLimit, RateLimiter
+from aiaas_core import Message, RateDecision, RateLimit, RateLimiter, Send
 from aiaas_db import Budget, BudgetTracker, BudgetUnavailableError
 
 __all__ = [
@@ -51,9 +51,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("inference-service.gateway")
-
-Message = MutableMapping[str, Any]
-Send = Callable[[Message], Awaitable[None]]
 
 PLAN_TIERS: Final = ("free", "starter", "pro", "enterprise")
 _MINUTE: Final = 60.0

@@ -13,9 +13,10 @@ and shutdown), ``_cli.py`` (the command line; rarely). The modules import each o
 
 from __future__ import annotations
 
+from aiaas_core import MethodNotAllowedError
+
 from ._app import (
     MAX_NAME_LENGTH,
-    MethodNotAllowedError,
     ServiceApp,
     build_health,
     create_app,

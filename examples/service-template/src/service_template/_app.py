@@ -15,41 +15,32 @@ from __future__ import annotations
 
 import asyncio
 import unicodedata
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import parse_qs
 
 from aiaas_core import (
-    AiaasError,
+    ASGIApp,
     BadRequestError,
     CheckResult,
     HealthRegistry,
+    MethodNotAllowedError,
     NotFoundError,
+    Receive,
+    Scope,
+    Send,
     ValidationError,
     run_lifespan,
     send_json,
 )
-from aiaas_telemetry import Telemetry, check_service_compatibility
+from aiaas_telemetry import Telemetry, check_service_compatibility, service_stack
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Handler = Callable[[Scope], Awaitable[tuple[int, Any]]]
 
 #: Longest name ``GET /v1/greeting`` accepts.
 MAX_NAME_LENGTH: Final = 64
 #: Spans the exporter may queue (passed to ``aiaas_telemetry.setup``); readiness degrades near it.
 SPAN_QUEUE_SIZE: Final = 2048
-
-
-class MethodNotAllowedError(AiaasError):
-    """The path exists but does not answer this method (405, with an ``Allow`` header)."""
-
-    code = "METHOD_NOT_ALLOWED"
-    status = 405
-    title = "Method not allowed"
 
 
 def greeting_name(name: str | None) -> str:
@@ -137,7 +128,7 @@ class ServiceApp:
         if scope["method"] not in ("GET", "HEAD"):
             raise MethodNotAllowedError(
                 "Method not allowed: this route answers GET and HEAD",
-                headers={"Allow": "GET, HEAD"},
+                allow=("GET", "HEAD"),
             )
         status, payload = await handler(scope)
         await send_json(send, status, payload, head=scope["method"] == "HEAD")
@@ -173,14 +164,10 @@ def build_health(telemetry: Telemetry) -> HealthRegistry:
 def create_app(telemetry: Telemetry, health: HealthRegistry | None = None) -> ASGIApp:
     """The service's ASGI app: the routes inside the telemetry middleware.
 
-    The middleware gives every request an ``X-Request-ID``, a span, metrics and an access-log
-    line, answers ``/metrics``, and renders errors as the shared error body. The probes are kept
-    out of the request metrics and traces.
+    :func:`aiaas_telemetry.service_stack` (no authentication here: add ``auth=ServiceAuth(...)``
+    to require API keys). Its middleware gives every request one ``X-Request-ID``, a span,
+    metrics and an access-log line, answers ``/metrics``, and renders errors as the shared error
+    body. The probes are kept out of the request metrics and traces.
     """
     app = ServiceApp(health if health is not None else build_health(telemetry))
-    return telemetry.middleware(
-        app,
-        routes=list(app.routes),
-        metrics_path="/metrics",
-        exclude_paths=("/health", "/ready"),
-    )
+    return service_stack(app, telemetry=telemetry, routes=list(app.routes))

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 
-import uvicorn
-
-from aiaas_core import ConfigError, settings_summary, signals_end_normally
+from aiaas_core import ConfigError, ServiceUnavailableError, serve, settings_summary
 from aiaas_telemetry import load_profile, setup
 
 from ._app import SPAN_QUEUE_SIZE, create_app
@@ -61,28 +58,22 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     )
     log = logging.getLogger(SERVICE_NAME)
     try:
-        config = uvicorn.Config(
-            create_app(telemetry),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,  # uvicorn's own lines go through the JSON handler too
-            access_log=False,  # the telemetry middleware writes the access log
-            lifespan="on",
-            ws="none",
-            server_header=False,
-            timeout_graceful_shutdown=max(1, round(settings.graceful_timeout.total_seconds())),
+        # aiaas-core's serve(): uvicorn with its lines through the JSON handler, no access log of
+        # its own (the telemetry middleware writes it), and SIGTERM/SIGINT returned after the
+        # graceful shutdown instead of killing the process, so telemetry is flushed below.
+        try:
+            stopped_by = serve(
+                create_app(telemetry),
+                host=settings.host,
+                port=settings.port,
+                graceful_timeout=settings.graceful_timeout,
+            )
+        except ServiceUnavailableError as exc:  # the port is taken, or the app did not start
+            log.error("%s could not start: %s", SERVICE_NAME, exc.message)
+            return 1
+        log.info(
+            "%s stopped", SERVICE_NAME, extra={"signal": stopped_by.name if stopped_by else None}
         )
-        server = uvicorn.Server(config)
-        # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown: record it instead of dying,
-        # so telemetry is flushed below.
-        with signals_end_normally() as received:
-            try:
-                server.run()  # returns after SIGTERM/SIGINT, once in-flight requests are done
-            except SystemExit as exc:  # uvicorn exits when it cannot bind the port or start
-                log.error("%s could not start (uvicorn exit status %s)", SERVICE_NAME, exc.code)
-                return 1
-        stopped_by = signal.Signals(received[0]).name if received else None
-        log.info("%s stopped", SERVICE_NAME, extra={"signal": stopped_by})
         return 0
     finally:
         telemetry.shutdown(timeout_s=TELEMETRY_SHUTDOWN_S)

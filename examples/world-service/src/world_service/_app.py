@@ -3,45 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from aiaas_core import (
     Actor,
-    AiaasError,
     ApiKeyVerifier,
+    ASGIApp,
     AuthenticationError,
-    AuthMiddleware,
     CheckResult,
     HealthRegistry,
     InMemoryApiKeyStore,
+    MethodNotAllowedError,
     NotFoundError,
     Policy,
     PolicyRule,
+    Receive,
     RouteRule,
+    Scope,
+    Send,
     run_lifespan,
     send_json,
     settings_summary,
 )
-from aiaas_telemetry import Telemetry, check_service_compatibility
+from aiaas_telemetry import ServiceAuth, Telemetry, check_service_compatibility, service_stack
 from world_service._settings import Settings
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SERVICE_NAME = "world-service"
 ROUTES = ("/world", "/health", "/ready", "/admin/config")
 PUBLIC_PATHS = ("/world", "/health", "/ready", "/metrics")
-
-
-class MethodNotAllowedError(AiaasError):
-    code = "METHOD_NOT_ALLOWED"
-    status = 405
-    title = "Method not allowed"
 
 
 def utc_timestamp(now: datetime | None = None) -> str:
@@ -77,7 +67,7 @@ class WorldApp:
             raise NotFoundError(f"Not found: no route {path}")
         if method not in ("GET", "HEAD"):
             raise MethodNotAllowedError(
-                f"Method not allowed: {path} answers GET and HEAD", headers={"Allow": "GET, HEAD"}
+                f"Method not allowed: {path} answers GET and HEAD", allow=("GET", "HEAD")
             )
         head = method == "HEAD"
         if path == "/world":
@@ -138,7 +128,8 @@ async def _no_keys(credential: str) -> Actor:
 
 
 def create_app(settings: Settings, telemetry: Telemetry) -> ASGIApp:
-    """The full stack: telemetry middleware, then authentication, then the routes."""
+    """The full stack (:func:`aiaas_telemetry.service_stack`): telemetry middleware, then
+    authentication, then the routes."""
     health = _health(settings, telemetry)
     store = InMemoryApiKeyStore(settings.key_records())
     hasher = settings.hasher()
@@ -156,17 +147,14 @@ def create_app(settings: Settings, telemetry: Telemetry) -> ASGIApp:
             )
         ]
     )
-    guarded = AuthMiddleware(
+    return service_stack(
         app,
-        authenticate=authenticate,
-        policy=policy,
-        rules=[RouteRule("GET", "/admin/config", "config:read")],
-        public_paths=PUBLIC_PATHS,
-        audit=telemetry.audit.auth_hook(),
-    )
-    return telemetry.middleware(
-        guarded,
+        telemetry=telemetry,
+        auth=ServiceAuth(
+            authenticate=authenticate,
+            policy=policy,
+            rules=[RouteRule("GET", "/admin/config", "config:read")],
+            public_paths=PUBLIC_PATHS,
+        ),
         routes=list(ROUTES),
-        metrics_path="/metrics",
-        exclude_paths=("/health", "/ready"),
     )

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Mapping, Sequence
-
-import uvicorn
 
 from aiaas_core import (
     ApiKeyVerifier,
     ConfigError,
     InMemoryApiKeyStore,
+    ServiceUnavailableError,
+    serve,
     settings_summary,
-    signals_end_normally,
 )
 from aiaas_telemetry import load_profile, setup
-from world_service import _settings
 from world_service._app import SERVICE_NAME, create_app
+from world_service._settings import Settings, load
 
 __version__ = "0.1.0"
 
@@ -54,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _issue_key(settings: _settings.Settings, roles: str, subject: str) -> int:
+def _issue_key(settings: Settings, roles: str, subject: str) -> int:
     hasher = settings.hasher()
     if hasher is None:
         sys.stderr.write(
@@ -82,7 +80,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if args.port is not None:
         overrides["port"] = args.port
     try:
-        settings = _settings.load(environ, overrides)
+        settings = load(environ, overrides)
         profile = load_profile({"service_name": SERVICE_NAME}, environ=environ)
     except ConfigError as exc:
         sys.stderr.write(f"{SERVICE_NAME}: {exc.message}\n")
@@ -106,27 +104,17 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     log = logging.getLogger(SERVICE_NAME)
     try:
         app = create_app(settings, telemetry)
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,  # uvicorn's lines go through the JSON handler too
-            access_log=False,  # TelemetryMiddleware writes the access log
-            lifespan="on",
-            server_header=False,
-            timeout_graceful_shutdown=max(1, round(settings.graceful_timeout.total_seconds())),
-        )
-        server = uvicorn.Server(config)
-        with signals_end_normally() as received:
-            try:
-                server.run()  # returns after SIGTERM/SIGINT, once in-flight requests are done
-            except SystemExit as exc:  # uvicorn exits when it cannot bind or start up
-                log.error("world-service could not start (uvicorn exit status %s)", exc.code)
-                return 1
-        log.info(
-            "world-service stopped",
-            extra={"signal": signal.Signals(received[0]).name if received else None},
-        )
+        try:  # returns after SIGTERM/SIGINT, once in-flight requests are done
+            stopped_by = serve(
+                app,
+                host=settings.host,
+                port=settings.port,
+                graceful_timeout=settings.graceful_timeout,
+            )
+        except ServiceUnavailableError as exc:  # the port is taken, or the app did not start
+            log.error("world-service could not start: %s", exc.message)
+            return 1
+        log.info("world-service stopped", extra={"signal": stopped_by.name if stopped_by else None})
         return 0
     finally:
         telemetry.shutdown()  # bounded: at most 3 s even with the collector gone

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Final
 
 import attrs
@@ -17,39 +16,20 @@ from aiaas_core import (
     KeyedHasher,
     Secret,
     load_settings,
+    parse_api_key_entries,
     setting,
 )
+from aiaas_core import parse_api_key_entry as parse_key_entry
 
 ENV_PREFIX: Final = "WORLD_SERVICE_"
 HASH_KEY_VERSION: Final = "v1"
-_ENTRY: Final = re.compile(r"([^:\s]+):([A-Za-z0-9]+):([A-Za-z0-9_.+-]+):(hmac-sha256\$\S+)")
-
-
-def parse_key_entry(entry: str) -> ApiKeyRecord:
-    """``subject:key_id:role[+role]:digest`` -> the API key record it describes.
-
-    The digest is the keyed HMAC digest of the key's secret (``hmac-sha256$v1$...``), never the
-    secret: the environment (and git) only ever holds digests.
-    """
-    match = _ENTRY.fullmatch(entry.strip())
-    if match is None:
-        raise ValueError("an API key entry is subject:key_id:role[+role]:hmac-sha256$v1$<digest>")
-    subject, key_id, roles, digest = match.groups()
-    return ApiKeyRecord(
-        key_id=key_id,
-        digest=digest,
-        created_at=datetime.now(UTC),
-        subject=subject,
-        roles=tuple(roles.split("+")),
-    )
+__all__ = ["ENV_PREFIX", "HASH_KEY_VERSION", "Settings", "load", "parse_key_entry"]
 
 
 def _check_entries(_inst: object, _attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
-    for index, entry in enumerate(value):
-        try:
-            parse_key_entry(entry)
-        except ValueError as exc:
-            raise ValueError(f"entry {index + 1}: {exc}") from None
+    # ``subject:key_id:role[+role]:digest`` entries, aiaas-core's format: keyed digests, never
+    # secrets; a bad one raises "entry N: ...".
+    parse_api_key_entries(value)
 
 
 def _check_switch_interval(_inst: object, _attr: attrs.Attribute[Any], value: timedelta) -> None:
@@ -98,7 +78,7 @@ class Settings:
         )
 
     def key_records(self) -> list[ApiKeyRecord]:
-        return [parse_key_entry(entry) for entry in self.api_keys]
+        return parse_api_key_entries(self.api_keys)
 
 
 def load(environ: Mapping[str, str] | None, overrides: Mapping[str, object]) -> Settings:

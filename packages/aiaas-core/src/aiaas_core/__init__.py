@@ -7,13 +7,15 @@ first time it is used, so a service pays only for what it touches.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from aiaas_core._lazy import lazy_exports
+
+__version__ = "0.2.0"
 
 # name -> private module that defines it. Kept in step with __all__ by tests/test_public_api.py.
 _LAZY: dict[str, str] = {
+    "ASGIApp": "_serving",
     "Actor": "_context",
     "ActorKind": "_context",
     "AiaasDeprecationWarning": "_versioning",
@@ -36,6 +38,7 @@ _LAZY: dict[str, str] = {
     "Decision": "_policy",
     "ErrorRenderer": "_serving",
     "ErrorRenderers": "_serving",
+    "GatewayTimeoutError": "_errors",
     "HashKey": "_hashing",
     "HealthCheck": "_health",
     "HealthRegistry": "_health",
@@ -45,6 +48,8 @@ _LAZY: dict[str, str] = {
     "InternalError": "_errors",
     "KeyedHasher": "_hashing",
     "LockedError": "_errors",
+    "Message": "_serving",
+    "MethodNotAllowedError": "_errors",
     "NotFoundError": "_errors",
     "PayloadTooLargeError": "_errors",
     "PermissionDeniedError": "_errors",
@@ -56,8 +61,11 @@ _LAZY: dict[str, str] = {
     "RateLimit": "_ratelimit",
     "RateLimitedError": "_errors",
     "RateLimiter": "_ratelimit",
+    "Receive": "_serving",
     "RouteRule": "_auth_middleware",
+    "Scope": "_serving",
     "Secret": "_config",
+    "Send": "_serving",
     "ServiceUnavailableError": "_errors",
     "ValidationError": "_errors",
     "Version": "_versioning",
@@ -74,15 +82,20 @@ _LAZY: dict[str, str] = {
     "get_request_id": "_context",
     "get_span_id": "_context",
     "get_trace_id": "_context",
+    "lazy_exports": "_lazy",
     "load_policy_bundle": "_policy",
     "load_settings": "_config",
     "new_request_id": "_context",
     "normalize_email": "_hashing",
     "parse_api_key": "_apikeys",
+    "parse_api_key_entries": "_apikeys",
+    "parse_api_key_entry": "_apikeys",
     "problem_details": "_errors",
+    "read_body": "_serving",
     "request_context": "_context",
     "run_lifespan": "_serving",
     "send_json": "_serving",
+    "serve": "_serving",
     "set_actor": "_context",
     "set_trace": "_context",
     "setting": "_config",
@@ -91,6 +104,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "ASGIApp",
     "Actor",
     "ActorKind",
     "AiaasDeprecationWarning",
@@ -113,6 +127,7 @@ __all__ = [
     "Decision",
     "ErrorRenderer",
     "ErrorRenderers",
+    "GatewayTimeoutError",
     "HashKey",
     "HealthCheck",
     "HealthRegistry",
@@ -122,6 +137,8 @@ __all__ = [
     "InternalError",
     "KeyedHasher",
     "LockedError",
+    "Message",
+    "MethodNotAllowedError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -133,8 +150,11 @@ __all__ = [
     "RateLimit",
     "RateLimitedError",
     "RateLimiter",
+    "Receive",
     "RouteRule",
+    "Scope",
     "Secret",
+    "Send",
     "ServiceUnavailableError",
     "ValidationError",
     "Version",
@@ -152,15 +172,20 @@ __all__ = [
     "get_request_id",
     "get_span_id",
     "get_trace_id",
+    "lazy_exports",
     "load_policy_bundle",
     "load_settings",
     "new_request_id",
     "normalize_email",
     "parse_api_key",
+    "parse_api_key_entries",
+    "parse_api_key_entry",
     "problem_details",
+    "read_body",
     "request_context",
     "run_lifespan",
     "send_json",
+    "serve",
     "set_actor",
     "set_trace",
     "setting",
@@ -178,6 +203,8 @@ if TYPE_CHECKING:
         InMemoryApiKeyStore,
         generate_api_key,
         parse_api_key,
+        parse_api_key_entries,
+        parse_api_key_entry,
     )
     from aiaas_core._auth_middleware import (
         AuthAuditEvent,
@@ -211,8 +238,10 @@ if TYPE_CHECKING:
         BadRequestError,
         ConfigError,
         ConflictError,
+        GatewayTimeoutError,
         InternalError,
         LockedError,
+        MethodNotAllowedError,
         NotFoundError,
         PayloadTooLargeError,
         PermissionDeniedError,
@@ -246,10 +275,17 @@ if TYPE_CHECKING:
     )
     from aiaas_core._ratelimit import RateDecision, RateLimit, RateLimiter
     from aiaas_core._serving import (
+        ASGIApp,
         ErrorRenderer,
         ErrorRenderers,
+        Message,
+        Receive,
+        Scope,
+        Send,
+        read_body,
         run_lifespan,
         send_json,
+        serve,
         signals_end_normally,
     )
     from aiaas_core._versioning import (
@@ -263,14 +299,4 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'aiaas_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"aiaas_core.{module}"), name)
-    globals()[name] = value  # cache: later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

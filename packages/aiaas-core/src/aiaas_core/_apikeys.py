@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import zlib
 from collections.abc import Callable, Iterable
@@ -64,6 +65,8 @@ __all__ = [
     "InMemoryApiKeyStore",
     "generate_api_key",
     "parse_api_key",
+    "parse_api_key_entries",
+    "parse_api_key_entry",
 ]
 
 logger = logging.getLogger("aiaas_core.apikeys")
@@ -295,6 +298,77 @@ class ApiKeyRecord:
     def is_expired(self, now: datetime) -> bool:
         """Whether the key is past its expiry at ``now`` (a key expires at ``expires_at``)."""
         return self.expires_at is not None and now >= self.expires_at
+
+
+# --------------------------------------------------------------------------------------------
+# API key entries: how a service's environment lists the keys it accepts
+
+_ENTRY: Final = re.compile(
+    r"([^:\s]+):([A-Za-z0-9]+):([A-Za-z0-9_.-]+(?:\+[A-Za-z0-9_.-]+)*):(hmac-sha256\$\S+)"
+)
+_ENTRY_SHAPE: Final = "an API key entry is subject:key_id:role[+role]:hmac-sha256$v1$<digest>"
+_ENTRY_SEPARATORS: Final = re.compile(r"[,\s]+")
+#: Longest entry looked at; a real one is under 200 characters.
+MAX_ENTRY_LENGTH: Final = 1024
+
+
+def parse_api_key_entry(entry: str, *, created_at: datetime | None = None) -> ApiKeyRecord:
+    """``subject:key_id:role[+role]:digest`` -> the :class:`ApiKeyRecord` it describes.
+
+    This is how a service's environment lists the API keys it accepts: the digest is the keyed
+    HMAC digest of the key's secret (``hmac-sha256$v1$...``, made by
+    :class:`~aiaas_core.KeyedHasher`), never the secret, so the environment (and git) only ever
+    holds digests. ``created_at`` defaults to now. Raises ``ValueError`` naming the expected
+    shape; the entry itself never appears in the message.
+    """
+    if not isinstance(entry, str):
+        raise ValueError(f"{_ENTRY_SHAPE}, not {type(entry).__name__}")
+    if len(entry) > MAX_ENTRY_LENGTH:
+        raise ValueError(f"{_ENTRY_SHAPE} (at most {MAX_ENTRY_LENGTH} characters)")
+    match = _ENTRY.fullmatch(entry.strip())
+    if match is None:
+        raise ValueError(_ENTRY_SHAPE)
+    subject, key_id, roles, digest = match.groups()
+    try:
+        return ApiKeyRecord(
+            key_id=key_id,
+            digest=digest,
+            created_at=created_at if created_at is not None else _utcnow(),
+            subject=subject,
+            roles=tuple(roles.split("+")),
+        )
+    except ValueError as exc:  # the key id's length or the digest's form: no value in it
+        raise ValueError(f"{_ENTRY_SHAPE}: {exc}") from None
+
+
+def parse_api_key_entries(
+    entries: str | Iterable[str], *, created_at: datetime | None = None
+) -> list[ApiKeyRecord]:
+    """Every entry of ``entries`` as an :class:`ApiKeyRecord` (see :func:`parse_api_key_entry`).
+
+    ``entries`` is the text of an environment variable (entries separated by commas and/or
+    whitespace; empty or blank text is no entries) or the entries one by one. A bad entry
+    raises ``ValueError("entry 2: an API key entry is ...")`` (counted from 1), and so does a
+    key id listed twice: the caller adds which variable or setting it read.
+    """
+    if isinstance(entries, str):
+        items = [item for item in _ENTRY_SEPARATORS.split(entries) if item]
+    else:
+        items = list(entries)
+    records: list[ApiKeyRecord] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items, start=1):
+        try:
+            record = parse_api_key_entry(item, created_at=created_at)
+        except ValueError as exc:
+            raise ValueError(f"entry {index}: {exc}") from None
+        if record.key_id in seen:
+            raise ValueError(
+                f"entry {index}: key id {record.key_id} is listed twice; keep one entry per key"
+            )
+        seen.add(record.key_id)
+        records.append(record)
+    return records
 
 
 @runtime_checkable

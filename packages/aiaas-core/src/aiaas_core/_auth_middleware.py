@@ -43,7 +43,10 @@ the ASGI headers (``content-type`` and ``content-length`` included) and the body
 status code                        when
 ====== =========================== ========================================================
 400    ``AUTH_HEADER_INVALID``     credential header not visible ASCII, empty or malformed
-                                   token, the header repeated, or both headers sent
+                                   token, the header repeated, or both headers sent (401 with
+                                   ``WWW-Authenticate`` when ``malformed_credential_status=401``:
+                                   for an API whose schema lets a credential be any string, a
+                                   malformed one is a rejected credential)
 401    ``AUTH_UNAUTHENTICATED``    no credential (``WWW-Authenticate: Bearer realm="aiaas"``)
 401    ``AUTH_SCHEME_UNSUPPORTED`` ``Authorization`` with a scheme other than ``Bearer``
 401    (the authenticator's code)  the authenticator rejected the credential
@@ -103,7 +106,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -126,15 +129,17 @@ from aiaas_core._errors import (
     error_response,
 )
 from aiaas_core._policy import Policy
-from aiaas_core._serving import ErrorRenderer, ErrorRenderers
+from aiaas_core._serving import (
+    ASGIApp,
+    ErrorRenderer,
+    ErrorRenderers,
+    Receive,
+    Scope,
+    Send,
+)
 
 __all__ = ["AuthAuditEvent", "AuthMiddleware", "RouteRule"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Authenticator = Callable[[str], Awaitable[Actor]]
 AuditSink = Callable[["AuthAuditEvent"], object]
 
@@ -477,7 +482,14 @@ class AuthMiddleware:
         max_header_bytes: int = 8192,
         problem: bool = False,
         error_renderers: Mapping[str, ErrorRenderer] | ErrorRenderers | None = None,
+        malformed_credential_status: int = 400,
     ) -> None:
+        if type(malformed_credential_status) is not int or malformed_credential_status not in {
+            400,
+            401,
+        }:
+            got = malformed_credential_status
+            raise ValueError(f"malformed_credential_status must be 400 or 401, got {got!r}")
         if not callable(authenticate):
             raise TypeError("authenticate must be an async callable (credential) -> Actor")
         if not isinstance(policy, Policy):
@@ -510,6 +522,7 @@ class AuthMiddleware:
         if self._header == self._api_key_header:
             raise ValueError("header and api_key_header must name different headers")
         self._max = max_header_bytes
+        self._malformed_status = malformed_credential_status
         self._problem = problem
         self._renderers = ErrorRenderers(error_renderers)
         self._public = frozenset(exact)
@@ -652,30 +665,37 @@ class AuthMiddleware:
 
     # ----------------------------------------------------------------- helpers
 
+    def _header_invalid(self, message: str) -> AiaasError:
+        if self._malformed_status == 401:
+            return AuthenticationError(message, code="AUTH_HEADER_INVALID")
+        return _header_invalid(message)
+
     def _credential(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         auth: bytes | None = None
         key: bytes | None = None
         for name, value in headers:
             if name == self._header:
                 if auth is not None:
-                    raise _header_invalid("Send the Authorization header only once")
+                    raise self._header_invalid("Send the Authorization header only once")
                 auth = value
             elif name == self._api_key_header:
                 if key is not None:
-                    raise _header_invalid("Send the API key header only once")
+                    raise self._header_invalid("Send the API key header only once")
                 key = value
         if auth is None:
             if key is None:
                 return None
             return self._token(key, "API key")
         if key is not None:
-            raise _header_invalid("Send either an Authorization header or an API key, not both")
+            raise self._header_invalid(
+                "Send either an Authorization header or an API key, not both"
+            )
         if len(auth) > self._max:
             raise _HeaderTooLargeError(f"The Authorization header is longer than {self._max} bytes")
         scheme, _, rest = auth.partition(b" ")
         if scheme.lower() != b"bearer":
             if not scheme.isascii() or not scheme.isalnum():
-                raise _header_invalid(
+                raise self._header_invalid(
                     "The Authorization header is malformed: use 'Authorization: Bearer <token>'"
                 )
             raise AuthenticationError(
@@ -688,13 +708,13 @@ class AuthMiddleware:
         if len(raw) > self._max:
             raise _HeaderTooLargeError(f"The {what} is longer than {self._max} bytes")
         if not raw:
-            raise _header_invalid(f"The {what} is empty")
+            raise self._header_invalid(f"The {what} is empty")
         try:
             token = raw.decode("ascii")
         except UnicodeDecodeError:
-            raise _header_invalid(f"The {what} must be ASCII") from None
+            raise self._header_invalid(f"The {what} must be ASCII") from None
         if not _TOKEN_RE.fullmatch(token):
-            raise _header_invalid(
+            raise self._header_invalid(
                 f"The {what} is malformed: letters, digits and -._~+/ (then '=' padding) only"
             )
         return token

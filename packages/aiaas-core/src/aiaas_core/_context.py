@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import ContextDecorator
+from contextvars import ContextVar, Token
+from types import TracebackType
 from typing import Final, Literal
 
 import attrs
@@ -89,10 +89,13 @@ class Actor:
         return not self.scopes or scope in self.scopes or "*" in self.scopes
 
 
-_request_id: ContextVar[str | None] = ContextVar("aiaas_request_id", default=None)
-_trace_id: ContextVar[str | None] = ContextVar("aiaas_trace_id", default=None)
-_span_id: ContextVar[str | None] = ContextVar("aiaas_span_id", default=None)
-_actor: ContextVar[Actor | None] = ContextVar("aiaas_actor", default=None)
+# The whole request context is one immutable tuple in one context variable -- (request id,
+# trace id, span id, actor) -- so entering and leaving a request sets and resets one variable,
+# not four; the setters below replace the tuple, never change it in place (a task that copied
+# the context keeps what it saw).
+_State = tuple[str | None, str | None, str | None, Actor | None]
+_EMPTY: Final[_State] = (None, None, None, None)
+_state: ContextVar[_State] = ContextVar("aiaas_request_context", default=_EMPTY)
 
 
 def new_request_id() -> str:
@@ -113,24 +116,25 @@ def accept_request_id(value: str | bytes | None) -> str:
 
 
 def get_request_id() -> str | None:
-    return _request_id.get()
+    return _state.get()[0]
 
 
 def get_trace_id() -> str | None:
-    return _trace_id.get()
+    return _state.get()[1]
 
 
 def get_span_id() -> str | None:
-    return _span_id.get()
+    return _state.get()[2]
 
 
 def get_actor() -> Actor | None:
-    return _actor.get()
+    return _state.get()[3]
 
 
 def set_actor(actor: Actor | None) -> None:
     """Record the authenticated actor for the rest of the current request's context."""
-    _actor.set(actor)
+    state = _state.get()
+    _state.set((state[0], state[1], state[2], actor))
 
 
 def set_trace(trace_id: str | None, span_id: str | None = None) -> None:
@@ -142,34 +146,68 @@ def set_trace(trace_id: str | None, span_id: str | None = None) -> None:
         raise ValueError(f"trace id must be 32 lowercase hex characters, got {trace_id!r}")
     if span_id is not None and not _SPAN_ID.fullmatch(span_id):
         raise ValueError(f"span id must be 16 lowercase hex characters, got {span_id!r}")
-    _trace_id.set(trace_id)
-    _span_id.set(span_id)
+    state = _state.get()
+    _state.set((state[0], trace_id, span_id, state[3]))
 
 
-@contextmanager
+class _RequestContext(ContextDecorator):
+    """What :func:`request_context` returns: a plain context manager (no generator), set up on
+    entry, restoring the previous context on exit whatever happened inside. Used as a decorator,
+    each call of the decorated function gets a fresh one (as with ``contextlib.contextmanager``).
+    """
+
+    __slots__ = ("_actor", "_request_id", "_span_id", "_token", "_trace_id")
+
+    def __init__(
+        self,
+        request_id: str | bytes | None,
+        trace_id: str | None,
+        span_id: str | None,
+        actor: Actor | None,
+    ) -> None:
+        self._request_id = request_id
+        self._trace_id = trace_id
+        self._span_id = span_id
+        self._actor = actor
+        self._token: Token[_State] | None = None
+
+    def _recreate_cm(self) -> _RequestContext:
+        return _RequestContext(self._request_id, self._trace_id, self._span_id, self._actor)
+
+    def __enter__(self) -> str:
+        rid = accept_request_id(self._request_id)
+        trace_id, span_id = self._trace_id, self._span_id
+        if trace_id is not None and not _TRACE_ID.fullmatch(trace_id):
+            raise ValueError(f"trace id must be 32 lowercase hex characters, got {trace_id!r}")
+        if span_id is not None and not _SPAN_ID.fullmatch(span_id):
+            raise ValueError(f"span id must be 16 lowercase hex characters, got {span_id!r}")
+        self._token = _state.set((rid, trace_id, span_id, self._actor))
+        return rid
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        token = self._token
+        if token is not None:
+            self._token = None
+            _state.reset(token)
+
+
 def request_context(
     request_id: str | bytes | None = None,
     *,
     trace_id: str | None = None,
     span_id: str | None = None,
     actor: Actor | None = None,
-) -> Iterator[str]:
-    """Set the request context for a block; yields the accepted (or fresh) request id."""
-    rid = accept_request_id(request_id)
-    if trace_id is not None and not _TRACE_ID.fullmatch(trace_id):
-        raise ValueError(f"trace id must be 32 lowercase hex characters, got {trace_id!r}")
-    if span_id is not None and not _SPAN_ID.fullmatch(span_id):
-        raise ValueError(f"span id must be 16 lowercase hex characters, got {span_id!r}")
-    tokens = (
-        _request_id.set(rid),
-        _trace_id.set(trace_id),
-        _span_id.set(span_id),
-        _actor.set(actor),
-    )
-    try:
-        yield rid
-    finally:
-        _actor.reset(tokens[3])
-        _span_id.reset(tokens[2])
-        _trace_id.reset(tokens[1])
-        _request_id.reset(tokens[0])
+) -> _RequestContext:
+    """Set the request context for a block; yields the accepted (or fresh) request id.
+
+    The ids are checked when the block is entered: a malformed ``trace_id`` or ``span_id``
+    raises :class:`ValueError` there. The context before the block is back after it, whatever
+    :func:`set_trace` and :func:`set_actor` did inside. Also a decorator (each call of the
+    decorated function gets a fresh context).
+    """
+    return _RequestContext(request_id, trace_id, span_id, actor)

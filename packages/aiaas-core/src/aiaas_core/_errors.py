@@ -14,10 +14,12 @@ is rendered as :class:`InternalError` -- its text never reaches a client.
     ├── AuthenticationError         AUTH_UNAUTHENTICATED    401
     ├── PermissionDeniedError       AUTH_ROLE_DENIED        403
     ├── NotFoundError               NOT_FOUND               404
+    ├── MethodNotAllowedError       METHOD_NOT_ALLOWED      405  (with ``Allow``)
     ├── ConflictError               CONFLICT                409
     ├── LockedError                 RESOURCE_LOCKED         423
     ├── RateLimitedError            RATE_LIMITED            429
     ├── ServiceUnavailableError     SERVICE_UNAVAILABLE     503
+    ├── GatewayTimeoutError         GATEWAY_TIMEOUT         504
     └── InternalError               INTERNAL_ERROR          500
 
 Two renderings exist: :func:`error_body` (the shared error schema,
@@ -29,7 +31,8 @@ request context when the caller does not pass them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
@@ -41,8 +44,10 @@ __all__ = [
     "BadRequestError",
     "ConfigError",
     "ConflictError",
+    "GatewayTimeoutError",
     "InternalError",
     "LockedError",
+    "MethodNotAllowedError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -175,6 +180,52 @@ class NotFoundError(AiaasError):
     title = "Not found"
 
 
+_METHOD: Final = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
+
+
+class MethodNotAllowedError(AiaasError):
+    """The path exists but does not answer this method (405, with an ``Allow`` header).
+
+    ``allow`` names the methods the path answers (``("GET", "HEAD")``); they become the
+    ``Allow`` header every 405 must carry (RFC 9110). A caller may instead pass
+    ``headers={"Allow": "GET, HEAD"}``; a 405 with neither is a ``ValueError``, and so is a
+    method that is not an upper-case token.
+    """
+
+    code = "METHOD_NOT_ALLOWED"
+    status = 405
+    title = "Method not allowed"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        allow: Iterable[str] | None = None,
+        detail: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        merged = dict(headers or {})
+        if allow is not None:
+            methods: list[object] = [allow] if isinstance(allow, str) else list(allow)
+            bad = [m for m in methods if not isinstance(m, str) or not _METHOD.fullmatch(m)]
+            if bad or not methods:
+                raise ValueError(
+                    f"allow must name at least one HTTP method in upper case, got {methods!r}"
+                )
+            merged["Allow"] = ", ".join(dict.fromkeys(str(m) for m in methods))
+        if not any(name.lower() == "allow" for name in merged):
+            raise ValueError("a 405 must say which methods the path answers: pass allow=[...]")
+        self.allow: tuple[str, ...] = tuple(
+            m.strip()
+            for name, value in merged.items()
+            if name.lower() == "allow"
+            for m in value.split(",")
+            if m.strip()
+        )
+        super().__init__(message, detail=detail, code=code, headers=merged)
+
+
 class ConflictError(AiaasError):
     code = "CONFLICT"
     status = 409
@@ -219,6 +270,14 @@ class ServiceUnavailableError(_RetryableError):
     code = "SERVICE_UNAVAILABLE"
     status = 503
     title = "Service unavailable"
+
+
+class GatewayTimeoutError(AiaasError):
+    """A step the request waited on (a model, an upstream service) did not answer in time."""
+
+    code = "GATEWAY_TIMEOUT"
+    status = 504
+    title = "Gateway timeout"
 
 
 class InternalError(AiaasError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiaas_db._cli import main
+from aiaas_db.cli._main import main
 
 if __name__ == "__main__":  # pragma: no cover - exercised through subprocess tests
     raise SystemExit(main())

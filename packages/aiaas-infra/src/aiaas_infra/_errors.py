@@ -9,7 +9,8 @@
     ├── LinodeApiError          LINODE_API_ERROR        the Linode API refused a request
     │   └── AccountLimitError   LINODE_ACCOUNT_LIMIT    an account limit was reached
     ├── ReadinessTimeoutError   READINESS_TIMEOUT       a resource did not become ready in time
-    ├── ApplyError              APPLY_FAILED            an apply failed (``result`` says what)
+    ├── ApplyError              APPLY_FAILED            an apply failed (``result`` says what);
+    │                                                   in provision._apply, beside ApplyResult
     └── StateError              STATE_INVALID           a state document cannot be read
     aiaas_core.NotFoundError
     └── SnapshotNotFoundError   SNAPSHOT_NOT_FOUND
@@ -23,18 +24,14 @@ found, each naming the exact place (``cluster.pools[1].autoscaler.max``).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
 from aiaas_core import AiaasError, LockedError, NotFoundError, ValidationError
 
-if TYPE_CHECKING:
-    from aiaas_infra._apply import ApplyResult
-
 __all__ = [
     "AccountLimitError",
-    "ApplyError",
     "LinodeApiError",
     "PreflightError",
     "PreflightProblem",
@@ -139,20 +136,6 @@ class ReadinessTimeoutError(AiaasError):
     code = "READINESS_TIMEOUT"
     status = 504
     title = "Timed out waiting for readiness"
-
-
-class ApplyError(AiaasError):
-    """An apply failed. ``result`` records what was done and what the rollback undid."""
-
-    code = "APPLY_FAILED"
-    title = "Apply failed"
-
-    def __init__(
-        self, message: str, *, result: ApplyResult, cause: BaseException | None = None
-    ) -> None:
-        self.result = result
-        self.cause = cause
-        super().__init__(message)
 
 
 class StateError(AiaasError):

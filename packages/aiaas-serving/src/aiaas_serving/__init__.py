@@ -7,8 +7,9 @@ module the first time it is used (the runtime and the adapters bring torch in).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from aiaas_core import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -23,12 +24,11 @@ _LAZY: dict[str, str] = {
     "OpenAIEmbeddings": "_asgi",
     "mount_openai": "_asgi",
     "openai_error_response": "_asgi",
-    # _bert
-    "BertConfig": "_bert",
-    "BertEncoder": "_bert",
-    "load_bert_encoder": "_bert",
     # _embedding
+    "BertConfig": "_embedding",
+    "BertEncoder": "_embedding",
     "SentenceEmbeddingAdapter": "_embedding",
+    "load_bert_encoder": "_embedding",
     "minilm_model_dir": "_embedding",
     # _errors
     "Cancelled": "_errors",
@@ -55,11 +55,12 @@ _LAZY: dict[str, str] = {
     "ExecutionOptions": "_policy",
     "default_buckets": "_policy",
     # _runtime
-    "ModelInfo": "_runtime",
-    "RequestHandle": "_runtime",
-    "ResponseStream": "_runtime",
     "Runtime": "_runtime",
-    "ServedModel": "_runtime",
+    # _served
+    "ModelInfo": "_served",
+    "RequestHandle": "_served",
+    "ResponseStream": "_served",
+    "ServedModel": "_served",
     # _sync
     "SyncRuntime": "_sync",
     # _tensor_adapter
@@ -117,8 +118,13 @@ if TYPE_CHECKING:
         mount_openai,
         openai_error_response,
     )
-    from aiaas_serving._bert import BertConfig, BertEncoder, load_bert_encoder
-    from aiaas_serving._embedding import SentenceEmbeddingAdapter, minilm_model_dir
+    from aiaas_serving._embedding import (
+        BertConfig,
+        BertEncoder,
+        SentenceEmbeddingAdapter,
+        load_bert_encoder,
+        minilm_model_dir,
+    )
     from aiaas_serving._errors import (
         Cancelled,
         DeadlineExceeded,
@@ -140,25 +146,10 @@ if TYPE_CHECKING:
     )
     from aiaas_serving._openai_generation import GenerationOutcome, OpenAIGeneration
     from aiaas_serving._policy import BatchPolicy, ExecutionOptions, default_buckets
-    from aiaas_serving._runtime import (
-        ModelInfo,
-        RequestHandle,
-        ResponseStream,
-        Runtime,
-        ServedModel,
-    )
+    from aiaas_serving._runtime import Runtime
+    from aiaas_serving._served import ModelInfo, RequestHandle, ResponseStream, ServedModel
     from aiaas_serving._sync import SyncRuntime
     from aiaas_serving._tensor_adapter import TensorAdapter
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'aiaas_serving' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"aiaas_serving.{module}"), name)
-    globals()[name] = value  # cache: later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -56,35 +56,36 @@ import attrs
 
 from aiaas_core import (
     AiaasError,
+    ASGIApp,
     BadRequestError,
+    MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    run_lifespan,
 )
 from aiaas_serving._adapter import TextInput
 from aiaas_serving._errors import InputTooLarge, ModelNotFound
 from aiaas_serving._http import (
     JSON_HEADER,
     MAX_BODY,
-    ASGIApp,
-    MethodNotAllowedError,
     ParamError,
-    Receive,
-    Scope,
-    Send,
     check_json_content_type,
     finished_before_disconnect,
     model_card,
     openai_error,
     parse_json_object,
-    read_body,
     request_ids,
     send_response,
-    serve_lifespan,
 )
 
 if TYPE_CHECKING:
     from aiaas_serving._openai_generation import OpenAIGeneration
-    from aiaas_serving._runtime import RequestHandle, Runtime
+    from aiaas_serving._runtime import Runtime
+    from aiaas_serving._served import RequestHandle
     from aiaas_serving.generation import GenerationEngine
 
 __all__ = ["EmbeddingsOutcome", "OpenAIEmbeddings", "mount_openai", "openai_error_response"]
@@ -299,7 +300,7 @@ class OpenAIEmbeddings:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await serve_lifespan(receive, send)
+            await run_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -361,15 +362,13 @@ class OpenAIEmbeddings:
         method: str = scope.get("method", "GET")
         if path == f"{self.prefix}/embeddings":
             if method != "POST":
-                raise MethodNotAllowedError(
-                    f"use POST for {path}, not {method}", headers={"Allow": "POST"}
-                )
+                raise MethodNotAllowedError(f"use POST for {path}, not {method}", allow=("POST",))
             await self._embeddings(scope, receive, send, request_id, progress)
             return
         if path == f"{self.prefix}/models" or path.startswith(f"{self.prefix}/models/"):
             if method not in ("GET", "HEAD"):
                 raise MethodNotAllowedError(
-                    f"use GET for {path}, not {method}", headers={"Allow": "GET, HEAD"}
+                    f"use GET for {path}, not {method}", allow=("GET", "HEAD")
                 )
             listing = set(self._public_models())
             if self.extra_models is not None:
@@ -400,7 +399,7 @@ class OpenAIEmbeddings:
         progress: _Progress,
     ) -> None:
         check_json_content_type(scope)
-        raw = await read_body(scope, receive, self.max_body_bytes)
+        raw = await read_body(scope, receive, limit=self.max_body_bytes)
         if raw is None:
             return  # the client left before sending its request
         request = parse_json_object(raw)
@@ -548,7 +547,7 @@ def mount_openai(
         if inner is not None:
             await inner(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await serve_lifespan(receive, send)
+            await run_lifespan(receive, send)
         else:
             await endpoints[0](scope, receive, send)  # its 404, in OpenAI's shape
 

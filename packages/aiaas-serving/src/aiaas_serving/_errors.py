@@ -15,7 +15,8 @@ it maps to, so an ASGI handler renders it without a lookup table::
     └── ShuttingDown        SHUTTING_DOWN        503  ServiceUnavailableError
 
 Messages are safe to show a client: they never carry the model's own exception text (that is
-chained as ``__cause__`` and logged server-side).
+chained as ``__cause__`` and logged server-side). ``GatewayTimeoutError`` is aiaas-core's (the one
+error tree), exported here too as before.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Mapping
 
 from aiaas_core import (
     AiaasError,
+    GatewayTimeoutError,
     InternalError,
     NotFoundError,
     PayloadTooLargeError,
@@ -44,14 +46,6 @@ __all__ = [
     "ServingError",
     "ShuttingDown",
 ]
-
-
-class GatewayTimeoutError(AiaasError):
-    """An upstream step did not answer in time (HTTP 504)."""
-
-    code = "GATEWAY_TIMEOUT"
-    status = 504
-    title = "Gateway timeout"
 
 
 class ServingError(AiaasError):
@@ -105,6 +99,7 @@ class DeadlineExceeded(ServingError, GatewayTimeoutError):  # noqa: N818 -- the 
     """The request's deadline passed before it had a result; queued requests never ran."""
 
     code = "DEADLINE_EXCEEDED"
+    status = 504  # GatewayTimeoutError's, spelled out: the class says what it answers
     title = "Deadline exceeded"
 
 

@@ -2,30 +2,28 @@
 
 The embeddings endpoint (:mod:`aiaas_serving._asgi`) and the generation endpoint
 (:mod:`aiaas_serving._openai_generation`) answer through these: OpenAI's error shape, the one
-``Content-Type`` rule (415), a bounded body (413), JSON that never turns into a 500 (400), one
-request id per request, and a watch for a client that disconnects. Nothing here is public.
+``Content-Type`` rule (415), a bounded body (413, aiaas-core's ``read_body``), JSON that never
+turns into a 500 (400), one request id per request, and a watch for a client that disconnects.
+Nothing here is public; the ASGI types, the 405 error, body reading and the lifespan are
+aiaas-core's service kit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any, Final
 
 from aiaas_core import (
     AiaasError,
     BadRequestError,
-    PayloadTooLargeError,
+    Receive,
+    Scope,
+    Send,
     accept_request_id,
     get_request_id,
 )
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON_HEADER: Final = (b"content-type", b"application/json")
 #: The default bound of a request body, in bytes.
@@ -39,14 +37,6 @@ class UnsupportedMediaTypeError(AiaasError):
     code = "REQUEST_UNSUPPORTED_MEDIA_TYPE"  # the platform's code (aiaas-telemetry's read_json)
     status = 415
     title = "Unsupported media type"
-
-
-class MethodNotAllowedError(AiaasError):
-    """A route asked with the wrong method (405, with ``Allow``)."""
-
-    code = "METHOD_NOT_ALLOWED"
-    status = 405
-    title = "Method not allowed"
 
 
 class ParamError(BadRequestError):
@@ -156,27 +146,6 @@ def check_json_content_type(scope: Scope) -> None:
             )
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
-    """The request body (at most ``limit`` bytes, else 413), or None when the client
-    disconnected while sending it."""
-    declared = header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object; 400 ``request_invalid`` (never a 500) for anything else:
     not UTF-8, not JSON, nested deeper than Python parses, a number too long to convert."""
@@ -196,17 +165,6 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 def model_card(model_id: str) -> dict[str, Any]:
     """One entry of ``GET /v1/models``."""
     return {"id": model_id, "object": "model", "created": 0, "owned_by": "aiaas"}
-
-
-async def serve_lifespan(receive: Receive, send: Send) -> None:
-    """Answer the ASGI lifespan protocol for an endpoint served on its own."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def wait_for_disconnect(receive: Receive) -> None:

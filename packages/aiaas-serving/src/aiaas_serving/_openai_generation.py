@@ -58,26 +58,30 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
-from aiaas_core import AiaasError, BadRequestError, NotFoundError
+from aiaas_core import (
+    AiaasError,
+    BadRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    run_lifespan,
+)
 from aiaas_serving._errors import InvalidInput, ModelNotFound
 from aiaas_serving._http import (
     JSON_HEADER,
     MAX_BODY,
-    MethodNotAllowedError,
     ParamError,
-    Receive,
-    Scope,
-    Send,
     check_json_content_type,
     error_payload,
     finished_before_disconnect,
     model_card,
     openai_error,
     parse_json_object,
-    read_body,
     request_ids,
     send_response,
-    serve_lifespan,
 )
 
 if TYPE_CHECKING:
@@ -560,7 +564,7 @@ class OpenAIGeneration:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await serve_lifespan(receive, send)
+            await run_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -639,9 +643,7 @@ class OpenAIGeneration:
         if not self.handles(path):
             raise NotFoundError(f"no route for {method} {path}", code="ROUTE_NOT_FOUND")
         if method not in ("GET", "HEAD"):
-            raise MethodNotAllowedError(
-                f"use GET for {path}, not {method}", headers={"Allow": "GET, HEAD"}
-            )
+            raise MethodNotAllowedError(f"use GET for {path}, not {method}", allow=("GET", "HEAD"))
         if path == f"{self.prefix}/models":
             payload: dict[str, Any] = {
                 "object": "list",
@@ -714,11 +716,9 @@ class OpenAIGeneration:
         method: str = scope.get("method", "GET")
         if method != "POST":
             path = scope.get("path", "")
-            raise MethodNotAllowedError(
-                f"use POST for {path}, not {method}", headers={"Allow": "POST"}
-            )
+            raise MethodNotAllowedError(f"use POST for {path}, not {method}", allow=("POST",))
         check_json_content_type(scope)
-        raw = await read_body(scope, receive, self.max_body_bytes)
+        raw = await read_body(scope, receive, limit=self.max_body_bytes)
         if raw is None:
             return None  # the client left before sending its request
         parsed = self._parse(parse_json_object(raw), endpoint, progress)

@@ -15,7 +15,8 @@ from collections.abc import Coroutine, Iterable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aiaas_serving._runtime import ModelInfo, Runtime
+from aiaas_serving._runtime import Runtime
+from aiaas_serving._served import ModelInfo
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider

@@ -6,7 +6,12 @@ One call configures a service from its telemetry profile::
 
     profile = aiaas_telemetry.load_profile({"service_name": "world-service"})
     telemetry = aiaas_telemetry.setup(profile)
-    app = telemetry.middleware(my_asgi_app, routes=["/world", "/items/{id}"])
+    app = aiaas_telemetry.service_stack(  # telemetry -> auth -> app, the request id made once
+        my_asgi_app,
+        telemetry=telemetry,
+        auth=aiaas_telemetry.ServiceAuth(authenticate=verify, policy=policy, rules=rules),
+        routes=["/world", "/items/{id}"],
+    )
     ...
     telemetry.shutdown()  # bounded: returns within 3 s whatever the collector does
 
@@ -16,10 +21,11 @@ it is used (OpenTelemetry and prometheus-client load only then).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from aiaas_core import lazy_exports
+
+__version__ = "0.2.0"
 
 # name -> private module that defines it. Kept in step with __all__ by tests/test_public_api.py.
 _LAZY: dict[str, str] = {
@@ -67,7 +73,8 @@ _LAZY: dict[str, str] = {
     "OtelExporterSettings": "_profile",
     "TelemetryProfile": "_profile",
     "TracingSettings": "_profile",
-    "load_profile": "_profile",
+    # _profile_load
+    "load_profile": "_profile_load",
     # _redact
     "is_secret_key": "_redact",
     "redact": "_redact",
@@ -79,6 +86,9 @@ _LAZY: dict[str, str] = {
     # _setup
     "Telemetry": "_setup",
     "setup": "_setup",
+    # _stack
+    "ServiceAuth": "_stack",
+    "service_stack": "_stack",
     # _tracing
     "CountingBatchSpanProcessor": "_tracing",
     "SpanBatchSettings": "_tracing",
@@ -101,6 +111,7 @@ __all__ = [
     "OtelExporterSettings",
     "RouteResolver",
     "RouterRoutes",
+    "ServiceAuth",
     "SpanBatchSettings",
     "Telemetry",
     "TelemetryMetrics",
@@ -131,6 +142,7 @@ __all__ = [
     "read_json",
     "redact",
     "remove_logging",
+    "service_stack",
     "setup",
 ]
 
@@ -173,8 +185,8 @@ if TYPE_CHECKING:
         OtelExporterSettings,
         TelemetryProfile,
         TracingSettings,
-        load_profile,
     )
+    from aiaas_telemetry._profile_load import load_profile
     from aiaas_telemetry._redact import is_secret_key, redact
     from aiaas_telemetry._routes import (
         RouteResolver,
@@ -183,17 +195,8 @@ if TYPE_CHECKING:
         as_route_resolver,
     )
     from aiaas_telemetry._setup import Telemetry, setup
+    from aiaas_telemetry._stack import ServiceAuth, service_stack
     from aiaas_telemetry._tracing import CountingBatchSpanProcessor, SpanBatchSettings
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'aiaas_telemetry' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"aiaas_telemetry.{module}"), name)
-    globals()[name] = value  # cache: later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

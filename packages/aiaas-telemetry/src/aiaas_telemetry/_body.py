@@ -20,8 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from aiaas_core import BadRequestError, PayloadTooLargeError
-from aiaas_telemetry._asgi import Receive, Scope
+from aiaas_core import BadRequestError, PayloadTooLargeError, Receive, Scope
 
 __all__ = [
     "UnsupportedMediaTypeError",

@@ -47,8 +47,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from aiaas_core import AiaasError, error_response
-from aiaas_telemetry._asgi import ASGIApp, Receive, Scope, Send
+from aiaas_core import AiaasError, ASGIApp, Receive, Scope, Send, error_response
 from aiaas_telemetry._profile import HTTP_DURATION_HISTOGRAM, TelemetryProfile
 
 __all__ = ["TelemetryMetrics", "metrics_app"]

@@ -29,17 +29,20 @@ built once and cached; tracing headers are only parsed when present (a lone cano
 ``tracecontext``/``baggage``; the result is the propagator's); the span carries what a trace
 needs (route, method, path, scheme, status, request id, user agent, actor) and leaves the rest --
 the client address, the duration -- to the access-log line; and that line is written straight to
-the JSON log handler (:func:`aiaas_telemetry._logging.emit_json`) when nothing else would see it.
+the JSON log handler from one template (:func:`aiaas_telemetry._logging.emit_access`) when
+nothing else would see it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
-from collections.abc import Collection, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Collection, Mapping
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
@@ -54,23 +57,31 @@ from opentelemetry.trace import (
 )
 
 from aiaas_core import (
+    ASGIApp,
     BadRequestError,
     ErrorRenderer,
     ErrorRenderers,
     InternalError,
+    Message,
     PayloadTooLargeError,
+    Receive,
+    Scope,
+    Send,
     as_aiaas_error,
     error_response,
     request_context,
     set_trace,
 )
-from aiaas_telemetry._asgi import ASGIApp, Message, Receive, Scope, Send
-from aiaas_telemetry._logging import emit_json
+from aiaas_telemetry._logging import AccessEntry, access_fields, emit_access
 from aiaas_telemetry._routes import UNMATCHED, as_route_resolver, template_from_scope
 
 if TYPE_CHECKING:
+    from opentelemetry.propagators.textmap import TextMapPropagator
+    from opentelemetry.trace import Tracer
+
+    from aiaas_telemetry._metrics import TelemetryMetrics
+    from aiaas_telemetry._profile import TelemetryProfile
     from aiaas_telemetry._routes import RouteResolver
-    from aiaas_telemetry._setup import Telemetry
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "ErrorResponse", "TelemetryMiddleware", "error_handler"]
 
@@ -99,6 +110,23 @@ CLIENT_CLOSED_STATUS: Final = 499
 CLIENT_DISCONNECTED: Final = "CLIENT_DISCONNECTED"
 
 
+class TelemetryHandles(Protocol):
+    """What :class:`TelemetryMiddleware` uses of a service's telemetry: a
+    :class:`aiaas_telemetry.Telemetry` (what :func:`aiaas_telemetry.setup` returns)."""
+
+    @property
+    def profile(self) -> TelemetryProfile: ...
+
+    @property
+    def metrics(self) -> TelemetryMetrics: ...
+
+    @property
+    def propagator(self) -> TextMapPropagator: ...
+
+    @property
+    def tracer(self) -> Tracer | None: ...
+
+
 def _status_class(status: int) -> str:
     index = status // 100
     return _STATUS_CLASSES[index] if 0 < index < 6 else "5xx"
@@ -120,6 +148,39 @@ def _remote_parent(traceparent: bytes) -> Context | None:
         trace_flags=TraceFlags(int(flags, 16)),
     )
     return set_span_in_context(NonRecordingSpan(remote), Context())
+
+
+def _gauge_adder(child: Any) -> Callable[[float], None]:
+    """``add(amount)`` for a labelled gauge child: ``child.inc(amount)`` (``dec`` is
+    ``inc(-amount)``), straight on the child's value -- without the two checks ``inc`` repeats
+    each call (a labelled child is always observable; its mode is never ``mostrecent``). The
+    public method when the child is not built that way."""
+    value = getattr(child, "_value", None)
+    add = getattr(value, "inc", None)
+    if add is None or getattr(child, "_is_most_recent", True):
+        return child.inc  # type: ignore[no-any-return]
+    return add  # type: ignore[no-any-return]
+
+
+def _observer(child: Any) -> Callable[[float], None]:
+    """``child.observe`` for a labelled histogram child: the same sum and bucket counts,
+    the bucket found by bisection instead of ``observe``'s scan and checks. The public method
+    when the child is not built that way. (A duration is never NaN, which ``observe`` would
+    count in no bucket.)"""
+    try:
+        add_sum = child._sum.inc
+        bounds = tuple(child._upper_bounds)
+        buckets = tuple(bucket.inc for bucket in child._buckets)
+    except (AttributeError, TypeError):
+        return child.observe  # type: ignore[no-any-return]
+    if not bounds or len(bounds) != len(buckets) or bounds[-1] != math.inf:
+        return child.observe  # type: ignore[no-any-return]
+
+    def observe(amount: float) -> None:
+        add_sum(amount)
+        buckets[bisect_left(bounds, amount)](1)
+
+    return observe
 
 
 def _content_length(value: bytes) -> int | None:
@@ -169,7 +230,7 @@ class TelemetryMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        telemetry: Telemetry,
+        telemetry: TelemetryHandles,
         *,
         routes: RouteResolver | Collection[str] | Any | None = None,
         max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
@@ -205,8 +266,8 @@ class TelemetryMiddleware:
         self._problem = problem_details
         self._renderers = ErrorRenderers(error_renderers)
         self._names: dict[tuple[str, str], str] = {}
-        self._duration_children: dict[tuple[str, str, str], Any] = {}
-        self._active_children: dict[tuple[str, str], Any] = {}
+        self._duration_children: dict[tuple[str, str, str], Callable[[float], None]] = {}
+        self._active_children: dict[tuple[str, str], Callable[[float], None]] = {}
         self._error_children: dict[tuple[str, str, str], Any] = {}
 
     # ------------------------------------------------------------------ cached metric children
@@ -220,20 +281,24 @@ class TelemetryMiddleware:
                 self._names[key] = name
         return name
 
-    def _active_child(self, method: str, route: str) -> Any:
+    def _active_child(self, method: str, route: str) -> Callable[[float], None]:
+        """The in-flight gauge's ``add(amount)`` for these labels (see :func:`_gauge_adder`)."""
         key = (method, route)
         child = self._active_children.get(key)
         if child is None:
-            child = self._active.labels(method, route)
+            child = _gauge_adder(self._active.labels(method, route))
             if len(self._active_children) < _CACHE_LIMIT:
                 self._active_children[key] = child
         return child
 
-    def _duration_child(self, method: str, route: str, status_class: str) -> Any:
+    def _duration_child(
+        self, method: str, route: str, status_class: str
+    ) -> Callable[[float], None]:
+        """The duration histogram's ``observe`` for these labels (see :func:`_observer`)."""
         key = (method, route, status_class)
         child = self._duration_children.get(key)
         if child is None:
-            child = self._duration.labels(method, route, status_class)
+            child = _observer(self._duration.labels(method, route, status_class))
             if len(self._duration_children) < _CACHE_LIMIT:
                 self._duration_children[key] = child
         return child
@@ -347,6 +412,7 @@ class TelemetryMiddleware:
             except Exception:  # noqa: BLE001 -- a resolver bug must not fail the request
                 _ERRORS.warning("route resolver failed for %s", path, exc_info=True)
         route = template or UNMATCHED
+        agent = None if user_agent is None else user_agent.decode("latin-1")
 
         with request_context(rid_raw) as rid:
             rid_header = (b"x-request-id", rid.encode("ascii"))
@@ -354,6 +420,7 @@ class TelemetryMiddleware:
             span: Any = None
             token: object = None
             trace_id: str | None = None
+            span_id: str | None = None
             if tracer is not None:
                 parent: Context | None = None
                 if traceparent is not None and self._fast_traceparent:
@@ -368,8 +435,8 @@ class TelemetryMiddleware:
                 }
                 if template is not None:
                     attributes["http.route"] = template
-                if user_agent is not None:
-                    attributes["user_agent.original"] = user_agent.decode("latin-1")
+                if agent is not None:
+                    attributes["user_agent.original"] = agent
                 span = tracer.start_span(
                     self._span_name(method, route),
                     context=parent,
@@ -378,11 +445,12 @@ class TelemetryMiddleware:
                 )
                 span_context = span.get_span_context()
                 trace_id = format(span_context.trace_id, "032x")
-                set_trace(trace_id, format(span_context.span_id, "016x"))
+                span_id = format(span_context.span_id, "016x")
+                set_trace(trace_id, span_id)
                 token = otel_context.attach(set_span_in_context(span, parent))
 
             active = self._active_child(method, route)
-            active.inc()
+            active(1.0)
             status = 0
             started = False
             rejected = False
@@ -499,8 +567,8 @@ class TelemetryMiddleware:
                         route_after = route
                 else:
                     route_after = route
-                active.dec()
-                self._duration_child(method, route_after, _status_class(status)).observe(duration)
+                active(-1.0)
+                self._duration_child(method, route_after, _status_class(status))(duration)
                 if error_code is not None:
                     self._error_child(method, route_after, error_code).inc()
                 # AuthMiddleware (inside) restores the actor context var on its way out but
@@ -518,54 +586,32 @@ class TelemetryMiddleware:
                         span.set_status(Status(StatusCode.ERROR))
                     span.end()
                     otel_context.detach(token)  # type: ignore[arg-type]
-                if self.access_log and (
-                    status >= 400 or self._sample >= 1.0 or _SAMPLER.random() < self._sample
+                if (
+                    self.access_log
+                    and (status >= 400 or self._sample >= 1.0 or _SAMPLER.random() < self._sample)
+                    and _ACCESS.isEnabledFor(logging.INFO)
                 ):
-                    self._log_access(
-                        scope,
-                        method=raw_method,
-                        path=path,
-                        route=route_after,
-                        status=status,
-                        duration=duration,
-                        error_code=error_code,
-                        user_agent=user_agent,
-                        subject=subject,
+                    # The ids are the request context's: passed on so the line is written
+                    # without reading the context again (the actor's was reset by then).
+                    entry: AccessEntry = (
+                        raw_method,
+                        path,
+                        route_after,
+                        status,
+                        round(duration * 1000.0, 3),
+                        scope.get("client"),
+                        agent,
+                        error_code,
                     )
-
-    @staticmethod
-    def _log_access(
-        scope: Scope,
-        *,
-        method: str,
-        path: str,
-        route: str,
-        status: int,
-        duration: float,
-        error_code: str | None,
-        user_agent: bytes | None,
-        subject: str | None,
-    ) -> None:
-        if not _ACCESS.isEnabledFor(logging.INFO):
-            return
-        extra: dict[str, Any] = {
-            "http.method": method,
-            "http.route": route,
-            "http.status_code": status,
-            "url.path": path,
-            "duration_ms": round(duration * 1000.0, 3),
-        }
-        client = scope.get("client")
-        if client:
-            extra["client.address"] = client[0]
-        if user_agent is not None:
-            extra["user_agent"] = user_agent.decode("latin-1")
-        if error_code is not None:
-            extra["error.code"] = error_code
-        if subject is not None:
-            extra["actor.subject"] = subject
-        if not emit_json(_ACCESS, logging.INFO, f"{method} {path} {status:d}", extra):
-            _ACCESS.info("%s %s %d", method, path, status, extra=extra)
+                    ids = (rid, trace_id, span_id, subject)
+                    if not emit_access(_ACCESS, entry, ids):
+                        _ACCESS.info(
+                            "%s %s %d",
+                            raw_method,
+                            path,
+                            status,
+                            extra=access_fields(entry, ids, with_ids=False),
+                        )
 
 
 class ErrorResponse:

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Protocol, runtime_checkable
 
-from aiaas_telemetry._asgi import Scope
+from aiaas_core import Scope
 
 __all__ = ["RouteResolver", "RouterRoutes", "TemplateRoutes", "as_route_resolver"]
 

@@ -12,9 +12,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 from opentelemetry.propagators.textmap import TextMapPropagator
 from prometheus_client import CollectorRegistry, Histogram
 
-from aiaas_core import ErrorRenderer, ErrorRenderers
-from aiaas_telemetry import __version__
-from aiaas_telemetry._asgi import ASGIApp
+from aiaas_core import ASGIApp, ErrorRenderer, ErrorRenderers
 from aiaas_telemetry._audit import Auditor, AuditSink, LoggingAuditSink
 from aiaas_telemetry._logging import configure_logging, remove_logging
 from aiaas_telemetry._metrics import TelemetryMetrics
@@ -26,6 +24,7 @@ from aiaas_telemetry._tracing import (
     Tracing,
     build_propagator,
     build_tracing,
+    package_version,
     shutdown_tracing,
 )
 
@@ -264,7 +263,7 @@ def setup(
     )
     propagator = build_propagator(profile.tracing.propagators)
     registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-    info: dict[str, str] = {"aiaas_telemetry_version": __version__}
+    info: dict[str, str] = {"aiaas_telemetry_version": package_version()}
     if service_version:
         info["service_version"] = service_version
     for key, value in (config_summary or {}).items():

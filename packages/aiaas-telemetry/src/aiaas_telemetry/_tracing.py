@@ -37,6 +37,8 @@ import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
 import attrs
@@ -56,13 +58,29 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import INVALID_SPAN_ID, INVALID_TRACE_ID, Tracer
 
 from aiaas_core import ConfigError, ConfigProblem
-from aiaas_telemetry import __version__
 from aiaas_telemetry._metrics import TelemetryMetrics
 from aiaas_telemetry._profile import ConfigOverride, TelemetryProfile
 
 __all__ = ["BSP_ENVIRONMENT_VARIABLES", "CountingBatchSpanProcessor", "SpanBatchSettings"]
 
 _log = logging.getLogger("aiaas.telemetry")
+
+#: What :func:`package_version` answers when the package runs from a source tree it was never
+#: installed from.
+UNKNOWN_VERSION: Final = "0+unknown"
+
+
+@cache
+def package_version() -> str:
+    """The installed ``aiaas-telemetry`` distribution's version, looked up once: the tracer's
+    instrumentation scope version and ``aiaas_service_info``'s. (The package's ``__version__``
+    lives in its ``__init__``, which a private module must not import; the strings are the same,
+    as ``tests/test_public_api.py`` checks.)"""
+    try:
+        return version("aiaas-telemetry")
+    except PackageNotFoundError:
+        return UNKNOWN_VERSION
+
 
 DEFAULT_MAX_QUEUE_SIZE: Final = 2048
 DEFAULT_MAX_EXPORT_BATCH_SIZE: Final = 128
@@ -542,7 +560,7 @@ def build_tracing(
         export_timeout_millis=timeout_ms,
     )
     provider.add_span_processor(processor)
-    tracer = provider.get_tracer("aiaas_telemetry", __version__)
+    tracer = provider.get_tracer("aiaas_telemetry", package_version())
     return Tracing(provider=provider, tracer=tracer, processor=processor)
 
 

@@ -10,11 +10,7 @@ from aiaas_serving.generation._blocks import BlockManager
 from aiaas_serving.generation._config import LlamaConfig
 from aiaas_serving.generation._engine import (
     ContextLengthExceeded,
-    EngineOptions,
-    EngineStats,
-    GenerationDelta,
     GenerationEngine,
-    GenerationResult,
     GenerationStream,
 )
 from aiaas_serving.generation._errors import (
@@ -36,6 +32,12 @@ from aiaas_serving.generation._hf import load_hf_folder
 from aiaas_serving.generation._kv_cache import PagedKVCache
 from aiaas_serving.generation._loaded import GenerationModel
 from aiaas_serving.generation._model import LlamaForCausalLM
+from aiaas_serving.generation._request import (
+    EngineOptions,
+    EngineStats,
+    GenerationDelta,
+    GenerationResult,
+)
 from aiaas_serving.generation._sampling import (
     InvalidSamplingParams,
     SamplingParams,
