@@ -10,6 +10,8 @@ is rendered as :class:`InternalError` -- its text never reaches a client.
     ├── ConfigError                 CONFIG_INVALID          500
     ├── BadRequestError             REQUEST_INVALID         400
     │   ├── PayloadTooLargeError    REQUEST_TOO_LARGE       413
+    │   ├── UnsupportedMediaTypeError
+    │   │                           REQUEST_UNSUPPORTED_MEDIA_TYPE  415
     │   └── ValidationError         VALIDATION_FAILED       422
     ├── AuthenticationError         AUTH_UNAUTHENTICATED    401
     ├── PermissionDeniedError       AUTH_ROLE_DENIED        403
@@ -53,6 +55,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitedError",
     "ServiceUnavailableError",
+    "UnsupportedMediaTypeError",
     "ValidationError",
     "as_aiaas_error",
     "error_body",
@@ -136,6 +139,14 @@ class PayloadTooLargeError(BadRequestError):
     code = "REQUEST_TOO_LARGE"
     status = 413
     title = "Payload too large"
+
+
+class UnsupportedMediaTypeError(BadRequestError):
+    """The request body is not in a media type the route accepts (415)."""
+
+    code = "REQUEST_UNSUPPORTED_MEDIA_TYPE"
+    status = 415
+    title = "Unsupported media type"
 
 
 class ValidationError(BadRequestError):

@@ -21,6 +21,7 @@ from aiaas_core import (
     Receive,
     Scope,
     Send,
+    UnsupportedMediaTypeError,
     accept_request_id,
     get_request_id,
 )
@@ -29,14 +30,6 @@ JSON_HEADER: Final = (b"content-type", b"application/json")
 #: The default bound of a request body, in bytes.
 MAX_BODY: Final = 4 * 1024 * 1024
 _JSON_SUFFIX: Final = "+json"
-
-
-class UnsupportedMediaTypeError(AiaasError):
-    """A ``POST`` whose body does not say it is JSON (415)."""
-
-    code = "REQUEST_UNSUPPORTED_MEDIA_TYPE"  # the platform's code (aiaas-telemetry's read_json)
-    status = 415
-    title = "Unsupported media type"
 
 
 class ParamError(BadRequestError):

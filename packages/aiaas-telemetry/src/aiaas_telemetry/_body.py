@@ -20,7 +20,13 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from aiaas_core import BadRequestError, PayloadTooLargeError, Receive, Scope
+from aiaas_core import (
+    BadRequestError,
+    PayloadTooLargeError,
+    Receive,
+    Scope,
+    UnsupportedMediaTypeError,
+)
 
 __all__ = [
     "UnsupportedMediaTypeError",
@@ -31,14 +37,6 @@ __all__ = [
 ]
 
 JSON_INVALID: Final = "REQUEST_JSON_INVALID"
-
-
-class UnsupportedMediaTypeError(BadRequestError):
-    """The request body is not in a media type the route accepts."""
-
-    code = "REQUEST_UNSUPPORTED_MEDIA_TYPE"
-    status = 415
-    title = "Unsupported media type"
 
 
 def is_json_content_type(value: str | bytes | None) -> bool:

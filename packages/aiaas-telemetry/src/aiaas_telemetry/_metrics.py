@@ -47,7 +47,15 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from aiaas_core import AiaasError, ASGIApp, Receive, Scope, Send, error_response
+from aiaas_core import (
+    ASGIApp,
+    MethodNotAllowedError,
+    Receive,
+    Scope,
+    Send,
+    error_response,
+    run_lifespan,
+)
 from aiaas_telemetry._profile import HTTP_DURATION_HISTOGRAM, TelemetryProfile
 
 __all__ = ["TelemetryMetrics", "metrics_app"]
@@ -156,24 +164,8 @@ class TelemetryMetrics:
         return metrics_app(self.registry)
 
 
-class _MethodNotAllowedError(AiaasError):
-    code = "METHOD_NOT_ALLOWED"
-    status = 405
-    title = "Method not allowed"
-
-
 def _header(scope: Scope, name: bytes) -> str:
     return ",".join(v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == name)
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def metrics_app(registry: CollectorRegistry) -> ASGIApp:
@@ -187,16 +179,15 @@ def metrics_app(registry: CollectorRegistry) -> ASGIApp:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await run_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
         method = scope.get("method", "GET")
         if method not in ("GET", "HEAD"):
             status, headers, body = error_response(
-                _MethodNotAllowedError(
-                    "Method not allowed: /metrics answers GET and HEAD",
-                    headers={"Allow": "GET, HEAD"},
+                MethodNotAllowedError(
+                    "Method not allowed: /metrics answers GET and HEAD", allow=("GET", "HEAD")
                 )
             )
             await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -11,7 +11,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from aiaas_core import BadRequestError, Receive, Scope, ValidationError, read_body
+from aiaas_core import (
+    BadRequestError,
+    Receive,
+    Scope,
+    UnsupportedMediaTypeError,
+    ValidationError,
+    read_body,
+)
 
 __all__: list[str] = []
 
@@ -37,12 +44,6 @@ ROUTES: Final = (
 PUBLIC_PATHS: Final = ("/health", "/ready", "/metrics")
 
 
-class UnsupportedMediaTypeError(BadRequestError):
-    code = "UNSUPPORTED_MEDIA_TYPE"
-    status = 415
-    title = "Unsupported media type"
-
-
 def _invalid(message: str, *, code: str = "VALIDATION_FAILED") -> ValidationError:
     return ValidationError(message, code=code)
 
@@ -60,7 +61,8 @@ async def _read_json(scope: Scope, receive: Receive) -> dict[str, Any]:
         ctype.startswith(b"application/") and ctype.endswith(b"+json")
     ):
         raise UnsupportedMediaTypeError(
-            "send the request body as JSON with 'Content-Type: application/json'"
+            "send the request body as JSON with 'Content-Type: application/json'",
+            code="UNSUPPORTED_MEDIA_TYPE",  # the schema API's documented code
         )
     raw = await read_body(scope, receive, limit=MAX_BODY_BYTES)
     if raw is None:
