@@ -67,15 +67,43 @@ class Change:
 # --- reading an API -----------------------------------------------------------------------------
 
 
+def _siblings(src: Path) -> list[Path]:
+    """The other packages' ``src`` folders in the same tree (``<tree>/packages/*/src``), so that
+    a name re-exported from a sibling (``aiaas_serving.GatewayTimeoutError`` is aiaas-core's)
+    resolves to its definition. A release's source extracted alone has none."""
+    own = (
+        {p.name for p in src.iterdir() if (p / "__init__.py").is_file()} if src.is_dir() else set()
+    )
+    found = []
+    for folder in sorted(src.resolve().parents[1].glob("*/src")):
+        names = {p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
+        if folder.resolve() != src.resolve() and not names & own:
+            found.append(folder)
+    return found
+
+
 def _load(src: Path, module: str) -> griffe.Module:
+    collection = griffe.ModulesCollection()
+    lines = griffe.LinesCollection()
+    siblings = _siblings(src)
+    for folder in siblings:  # loaded first, so aliases into them resolve
+        for package in sorted(p.name for p in folder.iterdir() if (p / "__init__.py").is_file()):
+            griffe.load(
+                package,
+                search_paths=[folder],
+                allow_inspection=False,
+                resolve_aliases=False,
+                modules_collection=collection,
+                lines_collection=lines,
+            )
     loaded = griffe.load(
         module,
-        search_paths=[src],
+        search_paths=[src, *siblings],
         allow_inspection=False,
         resolve_aliases=True,
         resolve_external=False,
-        modules_collection=griffe.ModulesCollection(),
-        lines_collection=griffe.LinesCollection(),
+        modules_collection=collection,
+        lines_collection=lines,
     )
     if not isinstance(loaded, griffe.Module):  # pragma: no cover -- a package is a module
         raise TypeError(f"{module} is not a module")
