@@ -58,11 +58,14 @@ BENCHMARK_TOOLS = ["pytest", "pytest-asyncio", "pytest-benchmark", "hypothesis"]
 # checks (twine); tools/api_check.py reads the public API with griffe (griffelib: the library).
 RELEASE_TOOLS = ["build", "hatchling", "twine", "packaging", "griffelib"]
 DOCS_TOOLS = ["mkdocs", "mkdocs-material", "mkdocstrings[python]"]
-# tools/skew.py (the version-skew matrix): builds HEAD's wheels (build, hatchling), runs the
-# contract tests and latency figures (pytest, httpx, jsonschema) and plots them (matplotlib).
+# tools/skew.py (the version-skew matrix): builds HEAD's wheels (build, hatchling), rebuilds a
+# release missing from the wheelhouse with tools/release.py --build-only (which checks it with
+# twine), runs the contract tests and latency figures (pytest, httpx, jsonschema) and plots them
+# (matplotlib).
 SKEW_TOOLS = [
     "build",
     "hatchling",
+    "twine",
     "packaging",
     "matplotlib",
     "pytest",
