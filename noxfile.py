@@ -58,15 +58,11 @@ BENCHMARK_TOOLS = ["pytest", "pytest-asyncio", "pytest-benchmark", "hypothesis"]
 # checks (twine); tools/api_check.py reads the public API with griffe (griffelib: the library).
 RELEASE_TOOLS = ["build", "hatchling", "twine", "packaging", "griffelib"]
 DOCS_TOOLS = ["mkdocs", "mkdocs-material", "mkdocstrings[python]"]
-# tools/skew.py (the version-skew matrix): builds HEAD's wheels (build, hatchling), rebuilds a
-# release missing from the wheelhouse with tools/release.py --build-only (which checks it with
-# twine), runs the contract tests and latency figures (pytest, httpx, jsonschema) and plots them
-# (matplotlib).
+# tools/skew.py (the version-skew matrix): builds HEAD's wheels and rebuilds a release missing
+# from the wheelhouse with tools/release.py --build-only (the release tools), runs the contract
+# tests and latency figures (pytest, httpx, jsonschema) and plots them (matplotlib).
 SKEW_TOOLS = [
-    "build",
-    "hatchling",
-    "twine",
-    "packaging",
+    *RELEASE_TOOLS,
     "matplotlib",
     "pytest",
     "pytest-asyncio",

@@ -135,8 +135,23 @@ def test_serve_refuses_malformed_key_entries(
     code = main(["handoff", "serve", "--spec", str(example_spec_path())])
     assert code == 64
     err = capsys.readouterr().err
-    assert "AIAAS_HANDOFF_API_KEYS[0]" in err
+    assert "AIAAS_HANDOFF_API_KEYS entry 1:" in err
     assert "plaintext-secret" not in err
+
+
+def test_serve_refuses_a_key_id_listed_twice(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aiaas_core import HashKey, KeyedHasher
+
+    hasher = KeyedHasher([HashKey.from_text("v1", "0123456789abcdef" * 4)], "v1")
+    digest = hasher.digest("some-secret")
+    entries = f"alice:K1a2B3c4D5e6:admin:{digest}, bob:K1a2B3c4D5e6:reader:{digest}"
+    monkeypatch.setenv("AIAAS_HANDOFF_API_KEYS", entries)
+    assert main(["handoff", "serve", "--spec", str(example_spec_path())]) == 64
+    err = capsys.readouterr().err
+    assert "AIAAS_HANDOFF_API_KEYS entry 2: key id K1a2B3c4D5e6 is listed twice" in err
+    assert digest not in err
 
 
 @pytest.mark.parametrize(

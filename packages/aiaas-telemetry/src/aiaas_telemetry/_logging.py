@@ -121,11 +121,6 @@ def _value_json(value: Any, encode: Callable[[Any], str]) -> str:
     return encode(value if kind in _SCALARS else redact(value))
 
 
-def _scalar_json(value: Any, encode: Callable[[Any], str]) -> str:
-    """``value`` as :func:`_value_json` writes it, strings without the call."""
-    return _encode_str(value) if type(value) is str else _value_json(value, encode)
-
-
 class _DirectPlan:
     """What :meth:`JsonFormatter._direct` precomputes for a formatter's service, required and
     static fields: the text between the message and the logger, the text after the
@@ -297,6 +292,8 @@ class JsonFormatter(logging.Formatter):
         return line
 
     def _direct_plan(self) -> _DirectPlan:
+        """The precomputed plan of the direct paths, rebuilt when the formatter's service,
+        required or static fields were replaced."""
         plan = self._plan
         if (
             plan is None
@@ -316,14 +313,7 @@ class JsonFormatter(logging.Formatter):
         half the cost: no intermediate dict, the fixed text precomputed, scalars encoded
         straight away), or ``None`` when a field of ``data`` would land among the required or
         static fields (then the dict decides the order: take the general path)."""
-        plan = self._plan
-        if (
-            plan is None
-            or plan.required is not self.required_fields
-            or plan.static is not self._static
-            or plan.service is not self.service
-        ):
-            plan = self._direct_plan()
+        plan = self._direct_plan()
         if not plan.enabled:
             return None
         get = data.get
@@ -395,14 +385,7 @@ class JsonFormatter(logging.Formatter):
         only the values encoded. ``None`` when an access field is a required, static or
         secret-looking one of this formatter (then the dict decides: use
         :meth:`format_fields`)."""
-        plan = self._plan
-        if (
-            plan is None
-            or plan.required is not self.required_fields
-            or plan.static is not self._static
-            or plan.service is not self.service
-        ):
-            plan = self._direct_plan()
+        plan = self._direct_plan()
         if not plan.access:
             return None
         method, path, route, status, duration_ms, client, user_agent, error_code = entry
@@ -439,15 +422,15 @@ class JsonFormatter(logging.Formatter):
             f"{plan.loggers.get(logger) or plan.logger(logger)}"
             f"{context}{plan.tails[present]}"
             f',"http.method":{_encode_str(method)},"http.route":{_encode_str(route)}'
-            f',"http.status_code":{_scalar_json(status, encode)},"url.path":{_encode_str(path)}'
+            f',"http.status_code":{_value_json(status, encode)},"url.path":{_encode_str(path)}'
             f',"duration_ms":{_value_json(duration_ms, encode)}'
         )
         if client:
-            line += f',"client.address":{_scalar_json(client[0], encode)}'
+            line += f',"client.address":{_value_json(client[0], encode)}'
         if user_agent is not None:
-            line += f',"user_agent":{_scalar_json(user_agent, encode)}'
+            line += f',"user_agent":{_value_json(user_agent, encode)}'
         if error_code is not None:
-            line += f',"error.code":{_scalar_json(error_code, encode)}'
+            line += f',"error.code":{_value_json(error_code, encode)}'
         return line + "}"
 
     def _fields(

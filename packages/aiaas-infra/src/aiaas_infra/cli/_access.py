@@ -257,15 +257,12 @@ def access_revoke(
 
 
 def _key_records(environ: Mapping[str, str]) -> list[Any]:
-    from aiaas_core import parse_api_key_entry  # noqa: PLC0415
+    from aiaas_core import parse_api_key_entries  # noqa: PLC0415
 
-    records = []
-    for index, entry in enumerate(e for e in environ.get(KEYS_ENV, "").split(",") if e.strip()):
-        try:
-            records.append(parse_api_key_entry(entry))
-        except ValueError as exc:  # it names the expected shape, never the entry
-            raise click.UsageError(f"{KEYS_ENV}[{index}]: {exc}") from None
-    return records
+    try:
+        return parse_api_key_entries(environ.get(KEYS_ENV, ""))
+    except ValueError as exc:  # "entry N: ..." names the position and shape, never the entry
+        raise click.UsageError(f"{KEYS_ENV} {exc}") from None
 
 
 def _hasher(environ: Mapping[str, str]) -> Any:
