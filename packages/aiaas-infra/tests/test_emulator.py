@@ -115,6 +115,45 @@ def test_errors_and_headers(emulator: LinodeEmulator) -> None:
     assert bad_json.status_code == 400
 
 
+def test_labels_are_unique_and_unknown_ids_are_404(emulator: LinodeEmulator) -> None:
+    def refused(response: requests.Response, reason: str) -> None:
+        assert response.status_code == 400
+        assert response.json() == {"errors": [{"reason": reason, "field": "label"}]}
+
+    firewalls = "Label must be unique among your firewalls"
+    a = raw(emulator, "POST", "/networking/firewalls", {"label": "fw-a", "rules": RULES}).json()
+    b = raw(emulator, "POST", "/networking/firewalls", {"label": "fw-b", "rules": RULES}).json()
+    refused(
+        raw(emulator, "POST", "/networking/firewalls", {"label": "fw-a", "rules": RULES}), firewalls
+    )
+    refused(raw(emulator, "PUT", f"/networking/firewalls/{b['id']}", {"label": "fw-a"}), firewalls)
+    kept = raw(emulator, "PUT", f"/networking/firewalls/{a['id']}", {"label": "fw-a"})
+    assert (kept.status_code, kept.json()["label"]) == (200, "fw-a")  # its own label is no clash
+    renamed = raw(emulator, "PUT", f"/networking/firewalls/{b['id']}", {"label": "fw-c"})
+    assert (renamed.status_code, renamed.json()["label"]) == (200, "fw-c")
+    vpc = raw(emulator, "POST", "/vpcs", {"label": "net", "region": "us-ord"}).json()
+    refused(
+        raw(emulator, "POST", "/vpcs", {"label": "net", "region": "us-ord"}),
+        "Label must be unique among your VPCs",
+    )
+    subnets = f"/vpcs/{vpc['id']}/subnets"
+    assert raw(emulator, "POST", subnets, {"label": "a", "ipv4": "10.0.0.0/24"}).status_code == 200
+    refused(
+        raw(emulator, "POST", subnets, {"label": "a", "ipv4": "10.0.1.0/24"}),
+        "Label must be unique in the VPC",
+    )
+    for path in (
+        "/networking/firewalls/999",
+        "/vpcs/999",
+        "/lke/clusters/999",
+        "/databases/postgresql/instances/999",
+        "/object-storage/keys/999",
+    ):
+        missing = raw(emulator, "GET", path)
+        assert (path, missing.status_code) == (path, 404)
+        assert missing.json() == {"errors": [{"reason": "Not found"}]}
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [

@@ -252,3 +252,17 @@ def redact_data_values(message: str, sqlstate: str | None) -> str:
     if sqlstate is not None and sqlstate.startswith("22"):
         return _QUOTED_VALUE.sub(_REDACTED_VALUE, message)
     return message
+
+
+def mask_password(text: str, dsn: str) -> str:
+    """``text`` with the password of ``dsn`` replaced by ``***`` (a connection error may quote
+    the DSN it was given)."""
+    import psycopg  # noqa: PLC0415 -- importing the error tree stays cheap
+
+    try:
+        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
+    except psycopg.Error:
+        password = None
+    if password:
+        text = text.replace(str(password), "***")
+    return text

@@ -249,6 +249,14 @@ def _events(output: Output) -> Iterator[None]:
 
 # -- shared options ----------------------------------------------------------------------------
 
+#: ``--dsn`` of the commands that work on the local cluster when no database is named.
+dsn_option = click.option(
+    "--dsn",
+    envvar="AIAAS_DB_URL",
+    help="PostgreSQL URL or key=value DSN (env AIAAS_DB_URL). Without it the local cluster of "
+    "`aiaas-db local` is used (started when needed).",
+)
+
 
 def output_option(func: _F) -> _F:
     return click.option(

@@ -17,6 +17,7 @@ from aiaas_db.cli._common import (
     EXIT_PENDING,
     Output,
     confirm,
+    dsn_option,
     output_option,
     resolve_dsn,
     run_command,
@@ -48,12 +49,7 @@ def _migrate_options(func: _F) -> _F:
             help="Use the platform's own change sets (operational, then analytics; rollbacks in "
             "reverse). The default when neither --source nor a platform --component is given.",
         ),
-        click.option(
-            "--dsn",
-            envvar="AIAAS_DB_URL",
-            help="PostgreSQL URL or key=value DSN (env AIAAS_DB_URL). Without it the local "
-            "cluster of `aiaas-db local` is used (started when needed).",
-        ),
+        dsn_option,
         click.option(
             "--source",
             "-s",
@@ -356,6 +352,23 @@ def _render_drill(output: Output, report: DrillReport) -> None:
     output.out.print(table if report.steps else "[green]✓[/] nothing pending to drill")
 
 
+def _run_each(out: Output, migrators: list[Migrator], one: Callable[[Migrator], RunReport]) -> int:
+    """Run ``one`` for each migrator in turn, stopping at the first failed run; print each
+    report (with ``--output json`` and several components: one platform document)."""
+    reports: list[RunReport] = []
+    for m in migrators:
+        report = one(m)
+        reports.append(report)
+        if len(migrators) == 1 or not out.json:
+            _render_report(out, report)
+        if report.status == "failed":
+            break
+    failed = any(r.status == "failed" for r in reports)
+    if len(migrators) > 1 and out.json:
+        _platform_document(out, not failed, [r.to_dict() for r in reports])
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 @click.group()
 def migrate() -> None:
     """Apply, roll back, inspect, drill and recover versioned change sets."""
@@ -380,11 +393,8 @@ def migrate_up(
     out = Output(params["output"])
 
     def action() -> int:
-        migrators = _migrators(params, out)
-        reports: list[RunReport] = []
-        for m in migrators:
-
-            def run(allow_destructive: bool, m: Migrator = m) -> RunReport:
+        def up(m: Migrator) -> RunReport:
+            def run(allow_destructive: bool) -> RunReport:
                 return m.up(
                     to=to,
                     dry_run=dry_run,
@@ -394,21 +404,14 @@ def migrate_up(
                 )
 
             try:
-                report = run(yes)
+                return run(yes)
             except MigrationRefusedError as exc:
                 if exc.code != "MIGRATION_DESTRUCTIVE_UNCONFIRMED":
                     raise
                 confirm(False, f"{exc.message}. Apply them?")
-                report = run(True)
-            reports.append(report)
-            if len(migrators) == 1 or not out.json:
-                _render_report(out, report)
-            if report.status == "failed":
-                break
-        failed = any(r.status == "failed" for r in reports)
-        if len(migrators) > 1 and out.json:
-            _platform_document(out, not failed, [r.to_dict() for r in reports])
-        return EXIT_FAILED if failed else EXIT_OK
+                return run(True)
+
+        return _run_each(out, _migrators(params, out), up)
 
     run_command(out, action)
 
@@ -453,24 +456,17 @@ def migrate_down(
             )
             names = " and ".join(m.component for m in migrators)
             confirm(yes, f"Roll back {what} of {names}?")
-        reports: list[RunReport] = []
-        for m in migrators:
-            report = m.down(
+        return _run_each(
+            out,
+            migrators,
+            lambda m: m.down(
                 to=target,
                 steps=steps,
                 dry_run=dry_run,
                 approved_by=approved_by,
                 allow_destructive=True,
-            )
-            reports.append(report)
-            if len(migrators) == 1 or not out.json:
-                _render_report(out, report)
-            if report.status == "failed":
-                break
-        failed = any(r.status == "failed" for r in reports)
-        if len(migrators) > 1 and out.json:
-            _platform_document(out, not failed, [r.to_dict() for r in reports])
-        return EXIT_FAILED if failed else EXIT_OK
+            ),
+        )
 
     run_command(out, action)
 

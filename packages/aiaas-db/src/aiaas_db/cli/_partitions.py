@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aiaas_db.cli._common import Output, output_option, resolve_dsn, run_command
+from aiaas_db.cli._common import Output, dsn_option, output_option, resolve_dsn, run_command
 
 if TYPE_CHECKING:
     import psycopg
@@ -40,12 +40,7 @@ class _Days(click.ParamType):  # type: ignore[type-arg]
 def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(
         [
-            click.option(
-                "--dsn",
-                envvar="AIAAS_DB_URL",
-                help="PostgreSQL URL or key=value DSN (env AIAAS_DB_URL). Without it the local "
-                "cluster of `aiaas-db local` is used (started when needed).",
-            ),
+            dsn_option,
             click.option(
                 "--lock-timeout",
                 type=click.FloatRange(min=0),

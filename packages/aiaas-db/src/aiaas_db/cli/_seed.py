@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aiaas_db.cli._common import Output, output_option, resolve_dsn, run_command
+from aiaas_db.cli._common import Output, dsn_option, output_option, resolve_dsn, run_command
 
 if TYPE_CHECKING:
     from aiaas_core import KeyedHasher
@@ -57,14 +57,6 @@ def _purge_window(text: str) -> object:
     return _check_window(text)
 
 
-_dsn_option = click.option(
-    "--dsn",
-    envvar="AIAAS_DB_URL",
-    help="PostgreSQL URL or key=value DSN (env AIAAS_DB_URL). Without it the local cluster of "
-    "`aiaas-db local` is used (started when needed).",
-)
-
-
 def _env_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return click.option("--env", "environment", envvar="AIAAS_ENV", help=help_text)
 
@@ -98,7 +90,7 @@ def _api_key_hasher(seed_secret: str) -> KeyedHasher:
     help="local-dev: a working local platform; ci: the same plus revoked/expired/rotating keys "
     "and users awaiting purge, with fewer events.",
 )
-@_dsn_option
+@dsn_option
 @click.option(
     "--window",
     type=_Window(_seed_window),
@@ -162,7 +154,7 @@ def seed_command(
 
 
 @click.command("purge")
-@_dsn_option
+@dsn_option
 @click.option(
     "--window",
     type=_Window(_purge_window),

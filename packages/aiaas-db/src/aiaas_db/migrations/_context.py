@@ -26,6 +26,7 @@ from aiaas_db._errors import (
     DatabaseUnavailableError,
     MigrationError,
     MigrationRefusedError,
+    mask_password,
 )
 from aiaas_db.migrations._changesets import ChangeSet, ChangeSetSource
 from aiaas_db.migrations._lock import AdvisoryLock, lock_keys
@@ -99,7 +100,8 @@ class Settings:
             )
         except psycopg.Error as exc:
             raise DatabaseUnavailableError(
-                f"cannot connect to PostgreSQL ({self._where()}): {_mask(str(exc), self.dsn)}. "
+                f"cannot connect to PostgreSQL ({self._where()}): "
+                f"{mask_password(str(exc), self.dsn)}. "
                 "Check that the server runs and the DSN (--dsn / AIAAS_DB_URL) is right",
                 component=self.component,
             ) from None
@@ -351,13 +353,3 @@ def _resolve_protector(
         raise
     checks.append(PreCheck("audit keys", True, "PII keys read from the environment"))
     return protector
-
-
-def _mask(text: str, dsn: str) -> str:
-    try:
-        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
-    except psycopg.Error:
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
-    return text

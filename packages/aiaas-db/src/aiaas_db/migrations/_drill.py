@@ -23,9 +23,10 @@ from aiaas_db.migrations._models import DrillReport, DrillStep, MigrationResult
 from aiaas_db.migrations._runner import (
     SetFailedError,
     Stats,
+    announce,
+    announce_result,
     error_text,
-    execute_script,
-    run_check,
+    execute_counted,
     run_set,
     set_timeouts,
 )
@@ -42,7 +43,7 @@ def dry_run(
 
     No-transaction sets are listed, not executed; the first failing set ends the run.
     """
-    conn, component = run.conn, run.component
+    conn = run.conn
     results: list[MigrationResult] = []
     stats = Stats(conn, run.settings.state_tables)
     with conn.transaction(force_rollback=True):
@@ -50,27 +51,7 @@ def dry_run(
         for cs in plan:
             script = cs.up if direction == "up" else cs.down
             statements = tuple(script.statements)
-            emit(
-                "migration_start",
-                f"dry run {direction} {cs.name} ({component})",
-                component=component,
-                direction=direction,
-                version=cs.version,
-                slug=cs.slug,
-                dry_run=True,
-                no_transaction=script.no_transaction,
-                checksum=script.checksum,
-                run_id=run.run_id,
-            )
-            attributes = {
-                "db.system": "postgresql",
-                "db.migration.component": component,
-                "db.migration.direction": direction,
-                "db.migration.version": cs.version,
-                "db.migration.slug": cs.slug,
-                "db.migration.dry_run": True,
-                "db.migration.no_transaction": script.no_transaction,
-            }
+            attributes = announce(run, cs, direction, dry_run=True)
             with span("aiaas_db.migration", attributes) as current:
                 if script.no_transaction:
                     result = MigrationResult(
@@ -88,11 +69,7 @@ def dry_run(
                     t0 = time.perf_counter()
                     try:
                         with conn.transaction():
-                            before = stats.snapshot()
-                            count, _dml = execute_script(conn, script)
-                            if direction == "up" and cs.check is not None:
-                                run_check(conn, cs.check)
-                            rows = Stats.diff(before, stats.snapshot())
+                            count, rows = execute_counted(conn, stats, cs, direction)
                     except SetFailedError as failure:
                         text, _state = error_text(failure.cause)
                         result = MigrationResult(
@@ -128,21 +105,8 @@ def dry_run(
                         "db.migration.statements": result.statements,
                     },
                 )
-            emit(
-                "migration_failed" if result.status == "failed" else "migration_finish",
-                f"dry run {direction} {cs.name}: {result.status}",
-                level=logging.ERROR if result.status == "failed" else logging.INFO,
-                component=component,
-                direction=direction,
-                version=cs.version,
-                slug=cs.slug,
-                dry_run=True,
-                status=result.status,
-                duration_ms=round(result.duration_ms, 3),
-                statements=result.statements,
-                rows_affected={k: dict(v) for k, v in result.rows_affected.items()},
-                row_deltas=result.row_deltas,
-                run_id=run.run_id,
+            announce_result(
+                run, cs, result, f"dry run {direction} {cs.name}: {result.status}", dry_run=True
             )
             results.append(result)
             if result.status == "failed":

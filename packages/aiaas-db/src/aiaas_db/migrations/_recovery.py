@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Final, Literal
 
 from aiaas_db._errors import (
@@ -297,36 +298,18 @@ def _mark(
     )
     at = now()
     with conn.transaction():
-        tables.write_ledger(
-            conn,
+        _settle(
+            run,
             version=version,
+            cs=cs,
             slug=slug,
-            status=status,
-            direction=entry.direction,
             checksum=checksum,
-            down_checksum=cs.down.checksum if cs else None,
-            applied_by=run.actor,
-            approved_by=run.approved_by,
-            touch_applied_at=status == "applied",
+            status=status,
+            history=("recover", action),
+            reason=reason,
+            at=at,
         )
         tables.write_golang(conn, *golang_after(ledger, version, entry))
-        tables.insert_history(
-            conn,
-            run_id=run.run_id,
-            version=version,
-            slug=slug,
-            direction="recover",
-            action=action,
-            checksum=checksum,
-            status=status,
-            applied_by=run.actor,
-            approved_by=run.approved_by,
-            environment=run.environment,
-            started_at=at,
-            finished_at=at,
-            duration_ms=0.0,
-            reason=reason,
-        )
         run.audit(
             action="migration.recover",
             target=f"{run.component}:{version}_{slug}",
@@ -340,6 +323,51 @@ def _mark(
                 "run_id": run.run_id,
             },
         )
+
+
+def _settle(
+    run: RunContext,
+    *,
+    version: int,
+    cs: ChangeSet | None,
+    slug: str,
+    checksum: str,
+    status: Settled,
+    history: tuple[Literal["force", "recover"], str],
+    reason: str,
+    at: datetime,
+) -> None:
+    """Record ``version`` as ``status`` without running any of its SQL: its ledger entry and an
+    instant history row (``history``: the row's direction and action) in the open transaction."""
+    run.tables.write_ledger(
+        run.conn,
+        version=version,
+        slug=slug,
+        status=status,
+        direction="up" if status == "applied" else "down",
+        checksum=checksum,
+        down_checksum=cs.down.checksum if cs else None,
+        applied_by=run.actor,
+        approved_by=run.approved_by,
+        touch_applied_at=status == "applied",
+    )
+    run.tables.insert_history(
+        run.conn,
+        run_id=run.run_id,
+        version=version,
+        slug=slug,
+        direction=history[0],
+        action=history[1],
+        checksum=checksum,
+        status=status,
+        applied_by=run.actor,
+        approved_by=run.approved_by,
+        environment=run.environment,
+        started_at=at,
+        finished_at=at,
+        duration_ms=0.0,
+        reason=reason,
+    )
 
 
 def _force_state(
@@ -367,34 +395,16 @@ def _force_state(
             cs = by_version.get(v)
             slug = cs.slug if cs else (prior.slug if prior else "")
             checksum = cs.checksum if cs else (prior.checksum if prior else "")
-            tables.write_ledger(
-                conn,
+            _settle(
+                run,
                 version=v,
+                cs=cs,
                 slug=slug,
-                status=want,
-                direction="up" if want == "applied" else "down",
-                checksum=checksum,
-                down_checksum=cs.down.checksum if cs else None,
-                applied_by=run.actor,
-                approved_by=run.approved_by,
-                touch_applied_at=want == "applied",
-            )
-            tables.insert_history(
-                conn,
-                run_id=run.run_id,
-                version=v,
-                slug=slug,
-                direction=direction,
-                action=action,
                 checksum=checksum,
                 status=want,
-                applied_by=run.actor,
-                approved_by=run.approved_by,
-                environment=run.environment,
-                started_at=at,
-                finished_at=at,
-                duration_ms=0.0,
+                history=(direction, action),
                 reason=reason,
+                at=at,
             )
             changed.append(v)
         tables.write_golang(conn, version, False)

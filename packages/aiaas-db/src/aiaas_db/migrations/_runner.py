@@ -30,7 +30,7 @@ from aiaas_db._errors import (
 from aiaas_db.migrations._changesets import ChangeSet, Script
 from aiaas_db.migrations._context import RunContext, Settings, now
 from aiaas_db.migrations._models import MigrationResult
-from aiaas_db.migrations._state import LedgerEntry, expected_golang
+from aiaas_db.migrations._state import HistoryStatus, LedgerEntry, expected_golang
 from aiaas_db.migrations._telemetry import emit, set_attributes, span
 
 __all__: list[str] = []
@@ -159,6 +159,20 @@ def execute_script(
     return len(statements), counts
 
 
+def execute_counted(
+    conn: psycopg.Connection[Any], stats: Stats, cs: ChangeSet, direction: Literal["up", "down"]
+) -> tuple[int, dict[str, dict[str, int]]]:
+    """Run ``cs``'s ``direction`` script (and its check after an up) in ``conn``'s transaction;
+    return (statement count, the rows it changed per table, by the transaction's counters)."""
+    # Not zero even in a fresh transaction: PostgreSQL 15 reports counts of earlier
+    # transactions that it has not flushed to the statistics yet.
+    before = stats.snapshot()
+    count, _dml = execute_script(conn, cs.up if direction == "up" else cs.down)
+    if direction == "up" and cs.check is not None:
+        run_check(conn, cs.check)
+    return count, Stats.diff(before, stats.snapshot())
+
+
 def run_check(conn: psycopg.Connection[Any], check: Script) -> None:
     """Run a change set's check script: every row it returns must be ``true``."""
     with conn.cursor() as cur:
@@ -208,6 +222,58 @@ class _Step:
         return (time.perf_counter() - self.t0) * 1000
 
 
+def announce(
+    run: RunContext, cs: ChangeSet, direction: Literal["up", "down"], *, dry_run: bool
+) -> dict[str, Any]:
+    """Emit ``migration_start`` for running ``cs`` ``direction``; return its span's attributes."""
+    component = run.component
+    script = cs.up if direction == "up" else cs.down
+    emit(
+        "migration_start",
+        f"{'dry run ' if dry_run else ''}{direction} {cs.name} ({component})",
+        component=component,
+        direction=direction,
+        version=cs.version,
+        slug=cs.slug,
+        dry_run=dry_run,
+        no_transaction=script.no_transaction,
+        checksum=script.checksum,
+        run_id=run.run_id,
+    )
+    return {
+        "db.system": "postgresql",
+        "db.migration.component": component,
+        "db.migration.direction": direction,
+        "db.migration.version": cs.version,
+        "db.migration.slug": cs.slug,
+        "db.migration.dry_run": dry_run,
+        "db.migration.no_transaction": script.no_transaction,
+    }
+
+
+def announce_result(
+    run: RunContext, cs: ChangeSet, result: MigrationResult, message: str, *, dry_run: bool
+) -> None:
+    """Emit ``migration_finish`` (``migration_failed`` for a failed result) for ``cs``."""
+    failed = result.status == "failed"
+    emit(
+        "migration_failed" if failed else "migration_finish",
+        message,
+        level=logging.ERROR if failed else logging.INFO,
+        component=run.component,
+        direction=result.direction,
+        version=cs.version,
+        slug=cs.slug,
+        dry_run=dry_run,
+        status=result.status,
+        duration_ms=round(result.duration_ms, 3),
+        statements=result.statements,
+        rows_affected={k: dict(v) for k, v in result.rows_affected.items()},
+        row_deltas=result.row_deltas,
+        run_id=run.run_id,
+    )
+
+
 def run_set(
     run: RunContext,
     cs: ChangeSet,
@@ -222,32 +288,11 @@ def run_set(
     Raises :class:`MigrationFailedError` (recorded as failed, or dirty) when it fails.
     """
     component = run.component
-    script = cs.up if direction == "up" else cs.down
-    attributes = {
-        "db.system": "postgresql",
-        "db.migration.component": component,
-        "db.migration.direction": direction,
-        "db.migration.version": cs.version,
-        "db.migration.slug": cs.slug,
-        "db.migration.dry_run": False,
-        "db.migration.no_transaction": script.no_transaction,
-    }
-    emit(
-        "migration_start",
-        f"{direction} {cs.name} ({component})",
-        component=component,
-        direction=direction,
-        version=cs.version,
-        slug=cs.slug,
-        dry_run=False,
-        no_transaction=script.no_transaction,
-        checksum=script.checksum,
-        run_id=run.run_id,
-    )
+    attributes = announce(run, cs, direction, dry_run=False)
     with span("aiaas_db.migration", attributes) as current:
         step = _Step(run, cs, direction, ledger, action, reason, now(), time.perf_counter())
         try:
-            if script.no_transaction:
+            if step.script.no_transaction:
                 result = _run_no_transaction(step)
             else:
                 result = _run_transactional(step)
@@ -284,20 +329,12 @@ def run_set(
                 "db.migration.tables": ",".join(sorted(result.rows_affected)),
             },
         )
-        emit(
-            "migration_finish",
+        announce_result(
+            run,
+            cs,
+            result,
             f"{direction} {cs.name} {result.status} in {result.duration_ms:.1f} ms",
-            component=component,
-            direction=direction,
-            version=cs.version,
-            slug=cs.slug,
             dry_run=False,
-            status=result.status,
-            duration_ms=round(result.duration_ms, 3),
-            statements=result.statements,
-            rows_affected={k: dict(v) for k, v in result.rows_affected.items()},
-            row_deltas=result.row_deltas,
-            run_id=run.run_id,
         )
         return result
 
@@ -310,13 +347,7 @@ def _run_transactional(step: _Step) -> MigrationResult:
     try:
         with conn.transaction():
             set_timeouts(run.settings, conn, local=True)
-            # Not zero even in a fresh transaction: PostgreSQL 15 reports counts of earlier
-            # transactions that it has not flushed to the statistics yet.
-            before = stats.snapshot()
-            count, _dml = execute_script(conn, script)
-            if step.direction == "up" and cs.check is not None:
-                run_check(conn, cs.check)
-            rows = Stats.diff(before, stats.snapshot())
+            count, rows = execute_counted(conn, stats, cs, step.direction)
             duration = step.elapsed_ms()
             _record_success(
                 step, duration_ms=duration, statements=count, rows=rows, history_id=None
@@ -369,21 +400,7 @@ def _run_no_transaction(step: _Step) -> MigrationResult:
             applied_by=run.actor,
         )
         run.tables.write_golang(conn, *golang_after(step.ledger, cs.version, dirty_entry))
-        history_id = run.tables.insert_history(
-            conn,
-            run_id=run.run_id,
-            version=cs.version,
-            slug=cs.slug,
-            direction="recover" if step.action else direction,
-            action=step.action,
-            checksum=script.checksum,
-            status="running",
-            applied_by=run.actor,
-            approved_by=run.approved_by,
-            environment=run.environment,
-            started_at=step.started,
-            reason=step.reason,
-        )
+        history_id = _insert_history(step, status="running")
     # 2. Run statement by statement, each in its own implicit transaction.
     try:
         set_timeouts(run.settings, conn, local=False)
@@ -415,6 +432,44 @@ def _run_no_transaction(step: _Step) -> MigrationResult:
         duration_ms=duration,
         statements=count,
         rows_affected=rows,
+    )
+
+
+def _insert_history(
+    step: _Step,
+    *,
+    status: HistoryStatus,
+    returning: bool = True,
+    finished_at: datetime | None = None,
+    duration_ms: float | None = None,
+    statements: int | None = None,
+    rows_affected: Mapping[str, Mapping[str, int]] | None = None,
+    error: str | None = None,
+    failed_statement: str | None = None,
+) -> int:
+    """Insert the history row of ``step`` (a recovery's when its ``action`` is set)."""
+    run, cs = step.run, step.cs
+    return run.tables.insert_history(
+        run.conn,
+        returning=returning,
+        run_id=run.run_id,
+        version=cs.version,
+        slug=cs.slug,
+        direction="recover" if step.action else step.direction,
+        action=step.action,
+        checksum=step.script.checksum,
+        status=status,
+        applied_by=run.actor,
+        approved_by=run.approved_by,
+        environment=run.environment,
+        started_at=step.started,
+        finished_at=finished_at,
+        duration_ms=duration_ms,
+        statements=statements,
+        rows_affected=rows_affected,
+        error=error,
+        failed_statement=failed_statement,
+        reason=step.reason,
     )
 
 
@@ -481,25 +536,14 @@ def _write_success(
     tables.write_golang(conn, *golang_after(step.ledger, cs.version, entry))
     finished = now()
     if history_id is None:
-        tables.insert_history(
-            conn,
-            returning=False,
-            run_id=run.run_id,
-            version=cs.version,
-            slug=cs.slug,
-            direction="recover" if step.action else direction,
-            action=step.action,
-            checksum=script.checksum,
+        _insert_history(
+            step,
             status=step.settled,
-            applied_by=run.actor,
-            approved_by=run.approved_by,
-            environment=run.environment,
-            started_at=step.started,
+            returning=False,
             finished_at=finished,
             duration_ms=duration_ms,
             statements=statements,
             rows_affected=rows,
-            reason=step.reason,
         )
     else:
         tables.finish_history(
@@ -597,24 +641,13 @@ def _record_failure(
                 )
             finished = now()
             if history_id is None:
-                tables.insert_history(
-                    conn,
-                    run_id=run.run_id,
-                    version=cs.version,
-                    slug=cs.slug,
-                    direction="recover" if step.action else direction,
-                    action=step.action,
-                    checksum=script.checksum,
+                _insert_history(
+                    step,
                     status="failed",
-                    applied_by=run.actor,
-                    approved_by=run.approved_by,
-                    environment=run.environment,
-                    started_at=step.started,
                     finished_at=finished,
                     duration_ms=duration_ms,
                     error=text,
                     failed_statement=stmt,
-                    reason=step.reason,
                 )
             else:
                 tables.finish_history(

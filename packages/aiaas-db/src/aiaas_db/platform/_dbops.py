@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
 
-from aiaas_db._errors import DatabaseUnavailableError, MigrationRefusedError
+from aiaas_db._errors import DatabaseUnavailableError, MigrationRefusedError, mask_password
 
 if TYPE_CHECKING:
     from aiaas_db.platform._pii import PiiProtector
@@ -68,13 +68,7 @@ def format_window(value: timedelta) -> str:
 
 def mask(text: str, dsn: str) -> str:
     """``text`` with the DSN's password replaced by ``***``."""
-    try:
-        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
-    except psycopg.Error:
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
-    return text
+    return mask_password(text, dsn)
 
 
 def connect(dsn: str, purpose: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:

@@ -12,7 +12,15 @@ from typing import Any
 
 import click
 
-from aiaas_infra.cli._common import ExitCode, _consoles, _emit_json, _Exit, _load, _output_option
+from aiaas_infra.cli._common import (
+    ExitCode,
+    _consoles,
+    _emit_json,
+    _Exit,
+    _load,
+    _output_option,
+    _spec_option,
+)
 
 __all__: list[str] = []
 
@@ -33,13 +41,7 @@ def _print_report(report: Any, out: Any) -> None:
 
 
 @click.command("bootstrap")
-@click.option(
-    "--spec",
-    "spec_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The platform spec (platform.yaml).",
-)
+@_spec_option()
 @click.option(
     "--kubeconfig",
     "kubeconfig",

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import click
 
-from aiaas_infra.cli._common import ExitCode, _consoles, _emit_json, _Exit, _load, _output_option
+from aiaas_infra.cli._common import (
+    ExitCode,
+    _consoles,
+    _emit_json,
+    _Exit,
+    _load,
+    _output_option,
+    _spec_option,
+)
 
 __all__: list[str] = []
 
@@ -25,13 +33,7 @@ CRDS_ENV = "AIAAS_INFRA_CRDS"
 
 
 @click.command("render")
-@click.option(
-    "--spec",
-    "spec_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The platform spec (platform.yaml).",
-)
+@_spec_option()
 @click.option(
     "--out",
     "out_dir",

@@ -17,7 +17,15 @@ from typing import Any, TypeVar
 
 import click
 
-from aiaas_infra.cli._common import ExitCode, _consoles, _emit_json, _Exit, _load, _output_option
+from aiaas_infra.cli._common import (
+    ExitCode,
+    _consoles,
+    _emit_json,
+    _Exit,
+    _load,
+    _output_option,
+    _spec_option,
+)
 
 __all__: list[str] = []
 
@@ -42,13 +50,7 @@ def _common(func: F) -> F:
         help="The sealed store [default: AIAAS_INFRA_SEALED or sealed-secrets.yaml beside the "
         "spec].",
     )(func)
-    return click.option(
-        "--spec",
-        "spec_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        required=True,
-        help="The platform spec (platform.yaml).",
-    )(func)
+    return _spec_option()(func)
 
 
 def _value_options(func: F) -> F:

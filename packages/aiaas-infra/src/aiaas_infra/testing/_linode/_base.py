@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiaas_infra.testing._linode._model import (
@@ -15,6 +15,7 @@ from aiaas_infra.testing._linode._model import (
     RegionConfig,
     _ApiError,
     _bad,
+    _not_found,
 )
 
 if TYPE_CHECKING:
@@ -125,6 +126,23 @@ class _ApiBase:
         return None
 
     # -- helpers --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _unique_label(
+        objects: Iterable[JSON], label: Any, message: str, *, own: JSON | None = None
+    ) -> None:
+        """A 400 on ``label`` with ``message`` when another of ``objects`` (not ``own``, the
+        object being updated) has ``label``."""
+        if any(o["label"] == label and (own is None or o["id"] != own["id"]) for o in objects):
+            raise _bad(message, "label")
+
+    @staticmethod
+    def _find(table: Mapping[int, JSON], ident: str | int) -> JSON:
+        """The object ``ident`` (an id as the URL spells it) of ``table``, or a 404."""
+        found = table.get(int(ident))
+        if found is None:
+            raise _not_found()
+        return found
 
     @staticmethod
     def _page(

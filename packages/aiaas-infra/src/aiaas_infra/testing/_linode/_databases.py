@@ -13,7 +13,6 @@ from aiaas_infra.testing._linode._model import (
     JSON,
     _bad,
     _limit,
-    _not_found,
     _now,
     _public,
 )
@@ -122,10 +121,7 @@ class _DatabaseApi(_ApiBase):
         return self._page(rows, query, headers)
 
     def _database(self, did: str | int) -> JSON:
-        db = self.store.databases.get(int(did))
-        if db is None:
-            raise _not_found()
-        return db
+        return self._find(self.store.databases, did)
 
     def _list_databases(self, *, query: Any, headers: Any, **_: Any) -> JSON:
         return self._page([_public(d) for d in self.store.databases.values()], query, headers)
@@ -177,8 +173,9 @@ class _DatabaseApi(_ApiBase):
         label = body["label"]
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{1,30}[A-Za-z0-9]", str(label)):
             raise _bad("Label must be 3-32 characters", "label")
-        if any(d["label"] == label for d in self.store.databases.values()):
-            raise _bad("Label must be unique among your databases", "label")
+        self._unique_label(
+            self.store.databases.values(), label, "Label must be unique among your databases"
+        )
         self._check_region(body["region"], "Managed Databases")
         if body["type"] not in _DB_TYPES:
             raise _bad(f"Invalid database type {body['type']!r}", "type")

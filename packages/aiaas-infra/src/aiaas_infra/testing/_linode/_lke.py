@@ -28,10 +28,7 @@ class _LkeApi(_ApiBase):
     # -- LKE ------------------------------------------------------------------------------------
 
     def _cluster(self, cid: str | int) -> JSON:
-        cluster = self.store.clusters.get(int(cid))
-        if cluster is None:
-            raise _not_found()
-        return cluster
+        return self._find(self.store.clusters, cid)
 
     def _list_clusters(self, *, query: Any, headers: Any, **_: Any) -> JSON:
         return self._page([_public(c) for c in self.store.clusters.values()], query, headers)
@@ -41,8 +38,9 @@ class _LkeApi(_ApiBase):
         label = body["label"]
         if not isinstance(label, str) or not 1 <= len(label) <= 32:
             raise _bad("Label must be 1-32 characters", "label")
-        if any(c["label"] == label for c in self.store.clusters.values()):
-            raise _bad("Label must be unique among your LKE clusters", "label")
+        self._unique_label(
+            self.store.clusters.values(), label, "Label must be unique among your LKE clusters"
+        )
         self._check_region(body["region"], "Kubernetes")
         if body["k8s_version"] not in KUBERNETES_VERSIONS:
             raise _bad(f"Kubernetes version {body['k8s_version']} is not supported", "k8s_version")
@@ -90,11 +88,12 @@ class _LkeApi(_ApiBase):
         body = self._require(body)
         if "label" in body:
             label = body["label"]
-            if any(
-                c["label"] == label and c["id"] != cluster["id"]
-                for c in self.store.clusters.values()
-            ):
-                raise _bad("Label must be unique among your LKE clusters", "label")
+            self._unique_label(
+                self.store.clusters.values(),
+                label,
+                "Label must be unique among your LKE clusters",
+                own=cluster,
+            )
             cluster["label"] = label
         if "tags" in body:
             cluster["tags"] = self._tags(body)

@@ -31,10 +31,7 @@ class _NetworkApi(_ApiBase):
     # -- firewalls ------------------------------------------------------------------------------
 
     def _firewall(self, fid: str | int) -> JSON:
-        fw = self.store.firewalls.get(int(fid))
-        if fw is None:
-            raise _not_found()
-        return fw
+        return self._find(self.store.firewalls, fid)
 
     @staticmethod
     def _validate_rules(rules: Any) -> JSON:
@@ -80,8 +77,9 @@ class _NetworkApi(_ApiBase):
         label = body["label"]
         if not isinstance(label, str) or not 3 <= len(label) <= 32:
             raise _bad("Label must be 3-32 characters", "label")
-        if any(f["label"] == label for f in self.store.firewalls.values()):
-            raise _bad("Label must be unique among your firewalls", "label")
+        self._unique_label(
+            self.store.firewalls.values(), label, "Label must be unique among your firewalls"
+        )
         rules = self._validate_rules(body["rules"])
         tags = self._tags(body)
         if len(self.store.firewalls) >= self.limits.firewalls:
@@ -108,11 +106,12 @@ class _NetworkApi(_ApiBase):
         fw = self._firewall(fid)
         body = self._require(body)
         if "label" in body:
-            if any(
-                f["label"] == body["label"] and f["id"] != fw["id"]
-                for f in self.store.firewalls.values()
-            ):
-                raise _bad("Label must be unique among your firewalls", "label")
+            self._unique_label(
+                self.store.firewalls.values(),
+                body["label"],
+                "Label must be unique among your firewalls",
+                own=fw,
+            )
             fw["label"] = body["label"]
         if "tags" in body:
             fw["tags"] = self._tags(body)
@@ -148,10 +147,7 @@ class _NetworkApi(_ApiBase):
     # -- VPCs -----------------------------------------------------------------------------------
 
     def _vpc(self, vid: str | int) -> JSON:
-        vpc = self.store.vpcs.get(int(vid))
-        if vpc is None:
-            raise _not_found()
-        return vpc
+        return self._find(self.store.vpcs, vid)
 
     def _list_vpcs(self, *, query: Any, headers: Any, **_: Any) -> JSON:
         return self._page([_public(v) for v in self.store.vpcs.values()], query, headers)
@@ -162,8 +158,7 @@ class _NetworkApi(_ApiBase):
         if not isinstance(label, str) or not 1 <= len(label) <= 64 or "--" in label:
             raise _bad("Label must be 1-64 letters, digits and single hyphens", "label")
         self._check_region(body["region"], "VPCs")
-        if any(v["label"] == label for v in self.store.vpcs.values()):
-            raise _bad("Label must be unique among your VPCs", "label")
+        self._unique_label(self.store.vpcs.values(), label, "Label must be unique among your VPCs")
         if len(self.store.vpcs) >= self.limits.vpcs:
             raise _limit("VPC")
         vid = self.store.new_id()
@@ -232,8 +227,7 @@ class _NetworkApi(_ApiBase):
         if not 1 <= net.prefixlen <= 29:
             raise _bad("ipv4 prefix must be /1 to /29", "ipv4")
         siblings = [s for s in self.store.subnets.values() if s["_vpc"] == vpc["id"]]
-        if any(s["label"] == body["label"] for s in siblings):
-            raise _bad("Label must be unique in the VPC", "label")
+        self._unique_label(siblings, body["label"], "Label must be unique in the VPC")
         if any(net.overlaps(ip_network(s["ipv4"])) for s in siblings):
             raise _bad("ipv4 overlaps another subnet of the VPC", "ipv4")
         if len(siblings) >= self.limits.subnets_per_vpc:

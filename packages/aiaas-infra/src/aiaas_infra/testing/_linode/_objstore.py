@@ -138,10 +138,7 @@ class _ObjectStorageApi(_ApiBase):
         return self._key_json(key, secret=secret)
 
     def _key(self, kid: str) -> JSON:
-        key = self.store.keys.get(int(kid))
-        if key is None:
-            raise _not_found()
-        return key
+        return self._find(self.store.keys, kid)
 
     def _get_key(self, *, kid: str, **_: Any) -> JSON:
         return self._key_json(self._key(kid))
