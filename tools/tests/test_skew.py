@@ -147,11 +147,23 @@ def test_equal_combinations_run_once_and_name_every_consumer() -> None:
     assert skew_plan.consumers_of(cells, old_tel) == [H("db", "0.1.0"), R("tel", "0.1.0")]
 
 
-def test_an_old_consumer_whose_range_excludes_head_is_reported_not_run() -> None:
+def test_an_old_consumer_whose_range_excludes_head_is_outside_not_run() -> None:
     old = {**OLD_REQUIRES, ("db", "0.1.0"): ("core>=0.1,<0.1.1", "tel>=0.1,<0.2")}
-    cell = by_key(planner(old=old).cells(["db"]))[("db", "core", "last")]
+    cells = planner(old=old).cells(["db"])
+    cell = by_key(cells)[("db", "core", "last")]
     assert cell.combination is None
-    assert cell.note == ("not installable together: db 0.1.0 requires core<0.1.1,>=0.1, not 0.1.1")
+    assert (
+        cell.note == "outside the declared range: db 0.1.0 requires core<0.1.1,>=0.1, HEAD is 0.1.1"
+    )
+    # Installed as it is for the start-up check: db's release, core HEAD and, at HEAD, what
+    # they require (tel); infra is no member.
+    assert cell.outside == Combination((H("core", "0.1.1"), R("db", "0.1.0"), H("tel", "0.1.1")))
+    # db 0.1.0 admits tel HEAD, but tel HEAD needs the core db 0.1.0 excludes: no combination.
+    other = by_key(cells)[("db", "tel", "last")]
+    assert (other.outside, other.combination) == (None, None)
+    assert other.note.startswith("not installable together: db 0.1.0 requires core<0.1.1,>=0.1")
+    assert skew_plan.outside_combinations(cells) == [cell.outside]
+    assert cell.outside not in skew_plan.unique_combinations(cells)
 
 
 def test_a_package_never_released_has_no_last_case() -> None:
@@ -303,8 +315,11 @@ def test_main_plan_prints_the_matrix(repo: Path, capsys: pytest.CaptureFixture[s
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["package", "P", "depends", "on"]
     assert "no release in range (aiaas-a<0.3,>=0.2; released: 0.1.0)" in out
-    assert any("P last release, S HEAD" in ln and "not installable together" in ln for ln in lines)
-    assert lines[-1] == "1 combinations to run"
+    last = next(ln for ln in lines if "P last release, S HEAD" in ln)
+    assert "outside range" in last
+    assert "aiaas-b 0.1.0 requires aiaas-a<0.2,>=0.1, HEAD is 0.2.0" in last
+    assert lines[-2] == "1 combinations to run"
+    assert lines[-1] == "1 outside a declared range, for the start-up check"
 
 
 def test_main_refuses_an_interpreter_that_imports_the_packages(
@@ -419,11 +434,72 @@ def test_matrix_rows_tables_and_json() -> None:
         "case": "oldest",
         "combination": None,
         "note": cells[0].note,
+        "outside": None,
     }
     second = data["combinations"][1]
     assert second["passed"] is False
     assert second["failures"][1] == "contracts: t.py::test_usage"
     assert second["picks"][1] == {"package": "db", "version": "0.1.0", "head": False}
+
+
+def test_outside_rows_planned_refused_and_failed() -> None:
+    old = {**OLD_REQUIRES, ("db", "0.1.0"): ("core>=0.1,<0.1.1", "tel>=0.1,<0.1.1")}
+    cells = planner(old=old).cells(["db"])
+    (outside,) = skew_plan.outside_combinations(cells)
+    rows = {(r[1], r[2]): r for r in skew_report.matrix_rows(cells, {}, full=False)[1]}
+    planned = rows[("core", "P last release, S HEAD")]
+    assert planned[3:5] == ["db 0.1.0", "outside range"]
+    assert planned[5].endswith("; start-up check only planned")
+
+    refused = Outcome(outside)
+    refused.refused = [
+        "db 0.1.0 requires core<0.1.1,>=0.1, but core 0.1.1 is installed (exit 78)",
+        "db 0.1.0 requires tel<0.1.1,>=0.1, but tel 0.1.1 is installed (exit 78)",
+    ]
+    rows = {
+        (r[1], r[2]): r for r in skew_report.matrix_rows(cells, {outside: refused}, full=True)[1]
+    }
+    core_row, tel_row = (
+        rows[("core", "P last release, S HEAD")],
+        rows[("tel", "P last release, S HEAD")],
+    )
+    assert core_row[4] == tel_row[4] == "refused at start-up"
+    assert core_row[5] == f"start-up check: {refused.refused[0]}"
+    assert tel_row[5] == f"start-up check: {refused.refused[1]}"
+    assert core_row[6:] == ["—", "—", "—"]
+
+    accepted = Outcome(outside, problems=["the start-up check of db 0.1.0 did not refuse core"])
+    rows = {
+        (r[1], r[2]): r for r in skew_report.matrix_rows(cells, {outside: accepted}, full=False)[1]
+    }
+    assert rows[("core", "P last release, S HEAD")][4] == "FAIL"
+    assert "did not refuse core" in rows[("core", "P last release, S HEAD")][5]
+
+    data = skew_report.matrix_json(
+        cells, {outside: refused}, mode="full", started=datetime(2026, 12, 8, tzinfo=UTC), wall_s=1
+    )
+    last = next(c for c in data["cells"] if c["case"] == "last")
+    assert last["outside"] == outside.key
+    assert last["combination"] is None
+    assert data["combinations"][0]["refused"] == refused.refused
+    assert data["passed"] is True
+
+
+def test_refused_lines_name_the_consumers_requirement() -> None:
+    stderr = (
+        "aiaas-db: error VERSION_SKEW: the installed aiaas packages do not fit together, so "
+        "aiaas-db will not run:\n"
+        "  - aiaas-db 0.1.0 requires aiaas-core<0.2,>=0.1, but aiaas-core 0.2.0 is installed; "
+        "install 'aiaas-core<0.2,>=0.1' or a version of aiaas-db that supports aiaas-core 0.2.0\n"
+        "  - aiaas-telemetry 0.2.0 requires aiaas-core<0.3, but aiaas-core 0.9 is installed\n"
+        "Install versions inside the declared ranges (pip install -U ...), then run it again.\n"
+    )
+    db = R("aiaas-db", "0.1.0")
+    assert skew.refused_lines(stderr, db, "aiaas-core") == [
+        "aiaas-db 0.1.0 requires aiaas-core<0.2,>=0.1, but aiaas-core 0.2.0 is installed"
+    ]
+    assert skew.refused_lines(stderr, db, "aiaas-telemetry") == []
+    assert skew.refused_lines("", db, "aiaas-core") == []
 
 
 def test_latency_plot(tmp_path: Path) -> None:

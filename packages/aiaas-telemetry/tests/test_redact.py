@@ -146,6 +146,26 @@ def test_json_log_lines_never_carry_secret_values(extra: dict[str, Any]) -> None
     assert json.loads(line)["message"] == "hello"
 
 
+@pytest.mark.parametrize("field", ["request_id", "trace_id", "span_id", "actor.subject"])
+def test_context_fields_given_as_extra_are_redacted_on_both_paths(field: str) -> None:
+    # A caller's extra= may set a request-context field to anything: redacted like the rest.
+    formatter = JsonFormatter("svc", required_fields=("request_id", "trace_id", "span_id"))
+    value = {"authorization": MARK + "x", "kept": 1}
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "hello", None, None)
+    setattr(record, field, value)
+    dict_path = formatter.format(record)
+    direct = formatter.format_fields(
+        created=record.created,
+        levelno=logging.INFO,
+        message="hello",
+        logger="t",
+        fields={field: value},
+    )
+    for line in (dict_path, direct):
+        assert MARK not in line
+        assert json.loads(line)[field] == {"authorization": REDACTED, "kept": 1}
+
+
 _clean = st.recursive(
     _scalars,
     lambda inner: st.one_of(

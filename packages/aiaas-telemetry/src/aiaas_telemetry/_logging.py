@@ -337,19 +337,19 @@ class JsonFormatter(logging.Formatter):
         if request_id is not None:
             present = 1
             append(',"request_id":')
-            append(_encode_str(request_id) if type(request_id) is str else self._encode(request_id))
+            append(_value_json(request_id, self._encode))
         if trace_id is not None:
             present |= 2
             append(',"trace_id":')
-            append(_encode_str(trace_id) if type(trace_id) is str else self._encode(trace_id))
+            append(_value_json(trace_id, self._encode))
         if span_id is not None:
             present |= 4
             append(',"span_id":')
-            append(_encode_str(span_id) if type(span_id) is str else self._encode(span_id))
+            append(_value_json(span_id, self._encode))
         if subject is not None:
             present |= 8
             append(',"actor.subject":')
-            append(_encode_str(subject) if type(subject) is str else self._encode(subject))
+            append(_value_json(subject, self._encode))
         append(plan.tails[present])
         keys = tuple(data)
         layout = plan.layouts.get(keys)
@@ -455,14 +455,15 @@ class JsonFormatter(logging.Formatter):
         if subject is None:
             actor = get_actor()
             subject = actor.subject if actor is not None else None
+        # Context fields are set by the caller's ``extra=`` too: redacted like any other field.
         if request_id is not None:
-            out["request_id"] = request_id
+            out["request_id"] = request_id if type(request_id) in _SCALARS else redact(request_id)
         if trace_id is not None:
-            out["trace_id"] = trace_id
+            out["trace_id"] = trace_id if type(trace_id) in _SCALARS else redact(trace_id)
         if span_id is not None:
-            out["span_id"] = span_id
+            out["span_id"] = span_id if type(span_id) in _SCALARS else redact(span_id)
         if subject is not None:
-            out["actor.subject"] = subject
+            out["actor.subject"] = subject if type(subject) in _SCALARS else redact(subject)
         for key in self.required_fields:
             out.setdefault(key, None)
         if self._static:
