@@ -170,6 +170,10 @@ def test_sigterm_drains_requests_in_flight_and_flushes_their_usage(platform: Pla
     flushed = [r for r in records if r.get("message") == "usage flushed"]
     assert flushed
     assert flushed[-1]["dropped_shutdown"] == 0
+    # once ready, the start-up heap is out of the full garbage collections (a pause of ~200 ms)
+    frozen = [r for r in records if r.get("message", "").startswith("start-up objects frozen")]
+    assert len(frozen) == 1
+    assert frozen[0]["frozen_objects"] > 100_000
     assert platform.token not in stderr
 
 

@@ -184,6 +184,7 @@ async def test_key_cache_fresh_stale_and_unknown_keys() -> None:
         await cache.get("AAAAAAAAAAAA")  # too stale to trust
     await cache.touch("AAAAAAAAAAAA", datetime.now(UTC) + timedelta(seconds=1))  # logged only
     store.down = False
+    now[0] = 201  # a failed read is retried after retry_after (1 s), not at once
     assert await cache.get("AAAAAAAAAAAA") == record
     with pytest.raises(ValueError, match="fresh_for"):
         CachedKeyStore(store, fresh_for=10, stale_for=5)

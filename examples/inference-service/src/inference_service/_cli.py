@@ -219,6 +219,7 @@ def _serve(
     began: float,
 ) -> int:
     from inference_service._app import Service, create_app  # noqa: PLC0415
+    from inference_service._gc import freeze_startup_heap  # noqa: PLC0415
 
     service = Service(
         settings,
@@ -233,6 +234,7 @@ def _serve(
         """Called by aiaas-core's serve() once uvicorn listens (the model is loaded by then)."""
         if not service.started:
             return
+        freeze_startup_heap()  # full collections under load then skip the model's objects
         seconds = time.monotonic() - began
         log.info("inference-service ready", extra={"port": port, "startup_seconds": seconds})
         sys.stdout.write(banner(settings, database, port=port, seconds=seconds))
