@@ -436,9 +436,14 @@ def test_config_from_hf_dict_reads_the_variants() -> None:
     [
         ({"model_type": "gpt2"}, ModelArchitectureUnsupported, "gpt2"),
         (
-            {"rope_scaling": {"rope_type": "llama3", "factor": 8.0}},
+            {"rope_scaling": {"rope_type": "yarn", "factor": 8.0}},
             ModelArchitectureUnsupported,
-            "llama3",
+            "rope type 'yarn'",
+        ),
+        (
+            {"rope_scaling": {"rope_type": "llama3", "factor": 8.0}},
+            ModelConfigInvalid,
+            "lacks low_freq_factor, high_freq_factor",
         ),
         ({"mlp_bias": True}, ModelArchitectureUnsupported, "mlp_bias"),
         ({"hidden_size": None}, ModelConfigInvalid, "hidden_size"),

@@ -213,8 +213,8 @@ def test_gguf_metadata_errors() -> None:
     assert small.encode("abab") == [2, 2]
     assert small.eos_token_ids == ()
     assert small.chat_template is None
-    with pytest.raises(ModelArchitectureUnsupported, match="'llama'"):
-        tokenizer_from_gguf_metadata({**base, "tokenizer.ggml.model": "llama"})
+    with pytest.raises(ModelArchitectureUnsupported, match="'bert'"):
+        tokenizer_from_gguf_metadata({**base, "tokenizer.ggml.model": "bert"})
     with pytest.raises(ModelArchitectureUnsupported, match="pre-tokenizer 'klingon'"):
         tokenizer_from_gguf_metadata({**base, "tokenizer.ggml.pre": "klingon"})
     with pytest.raises(ModelFileInvalid, match=r"lacks tokenizer\.ggml\.tokens"):

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -74,6 +75,7 @@ from aiaas_core import (
 )
 from aiaas_telemetry._logging import AccessEntry, access_fields, emit_access
 from aiaas_telemetry._routes import UNMATCHED, as_route_resolver, template_from_scope
+from aiaas_telemetry._tracing import CountingBatchSpanProcessor, ServerSpans
 
 if TYPE_CHECKING:
     from opentelemetry.propagators.textmap import TextMapPropagator
@@ -125,11 +127,6 @@ class TelemetryHandles(Protocol):
 
     @property
     def tracer(self) -> Tracer | None: ...
-
-
-def _status_class(status: int) -> str:
-    index = status // 100
-    return _STATUS_CLASSES[index] if 0 < index < 6 else "5xx"
 
 
 def _remote_parent(traceparent: bytes) -> Context | None:
@@ -221,6 +218,7 @@ class TelemetryMiddleware:
         "_renderers",
         "_resolver",
         "_sample",
+        "_spans",
         "_trace_fields",
         "_tracer",
         "access_log",
@@ -244,9 +242,21 @@ class TelemetryMiddleware:
             raise ValueError(f"max_body_bytes must be >= 0 or None, got {max_body_bytes!r}")
         self.app = app
         self._tracer = telemetry.tracer
+        # Our server spans, recorded light while our batch processor is the only one.
+        provider = getattr(telemetry, "tracer_provider", None)
+        processor = getattr(telemetry, "span_processor", None)
+        self._spans = (
+            ServerSpans(provider, self._tracer, processor)
+            if self._tracer is not None
+            and isinstance(provider, TracerProvider)
+            and isinstance(processor, CountingBatchSpanProcessor)
+            else None
+        )
         self._propagator = telemetry.propagator
+        # The tracing headers are only read when there is a span to continue the trace in.
         self._trace_fields = frozenset(
-            f.lower().encode("latin-1") for f in telemetry.propagator.fields
+            f.lower().encode("latin-1")
+            for f in (telemetry.propagator.fields if self._tracer is not None else ())
         )
         self._fast_traceparent = (
             tuple(telemetry.profile.tracing.propagators) in _PLAIN_PROPAGATORS
@@ -325,48 +335,7 @@ class TelemetryMiddleware:
         if path in self._exclude:
             await self._untraced(scope, receive, send)
             return
-        await self._traced(scope, receive, send, path)
-
-    async def _send_error(
-        self, send: Send, exc: BaseException, rid_header: tuple[bytes, bytes], path: str
-    ) -> int:
-        renderer = self._renderers.for_path(path)
-        if renderer is None:
-            status, headers, body = error_response(exc, problem=self._problem)
-        else:
-            status, headers, body = renderer(as_aiaas_error(exc))
-        headers.append(rid_header)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        return status
-
-    async def _untraced(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rid_raw = None
-        for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
-                rid_raw = value
-                break
-        with request_context(rid_raw) as rid:
-            rid_header = (b"x-request-id", rid.encode("ascii"))
-            started = False
-
-            async def send_with_id(message: Message) -> None:
-                nonlocal started
-                if message["type"] == "http.response.start":
-                    started = True
-                    message = {**message, "headers": [*message.get("headers", ()), rid_header]}
-                await send(message)
-
-            try:
-                await self.app(scope, receive, send_with_id)
-            except Exception as exc:  # noqa: BLE001 -- rendered as the error body, logged
-                err = as_aiaas_error(exc)
-                if err.status >= 500:
-                    _ERRORS.error("unhandled exception in %s", scope["path"], exc_info=exc)
-                if not started:
-                    await self._send_error(send, err, rid_header, scope["path"])
-
-    async def _traced(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        # The traced request, in this frame (one coroutine less per request).
         start = perf_counter()
         raw_method: str = scope["method"]
         method = raw_method if raw_method in _KNOWN_METHODS else "_OTHER"
@@ -437,11 +406,13 @@ class TelemetryMiddleware:
                     attributes["http.route"] = template
                 if agent is not None:
                     attributes["user_agent.original"] = agent
-                span = tracer.start_span(
-                    self._span_name(method, route),
-                    context=parent,
-                    kind=SpanKind.SERVER,
-                    attributes=attributes,
+                name = self._span_name(method, route)
+                span = (
+                    tracer.start_span(
+                        name, context=parent, kind=SpanKind.SERVER, attributes=attributes
+                    )
+                    if self._spans is None
+                    else self._spans.start(name, parent, attributes)
                 )
                 span_context = span.get_span_context()
                 trace_id = format(span_context.trace_id, "032x")
@@ -449,7 +420,7 @@ class TelemetryMiddleware:
                 set_trace(trace_id, span_id)
                 token = otel_context.attach(set_span_in_context(span, parent))
 
-            active = self._active_child(method, route)
+            active = self._active_children.get((method, route)) or self._active_child(method, route)
             active(1.0)
             status = 0
             started = False
@@ -568,7 +539,12 @@ class TelemetryMiddleware:
                 else:
                     route_after = route
                 active(-1.0)
-                self._duration_child(method, route_after, _status_class(status))(duration)
+                index = status // 100
+                status_class = _STATUS_CLASSES[index] if 0 < index < 6 else "5xx"
+                observe = self._duration_children.get((method, route_after, status_class))
+                if observe is None:
+                    observe = self._duration_child(method, route_after, status_class)
+                observe(duration)
                 if error_code is not None:
                     self._error_child(method, route_after, error_code).inc()
                 # AuthMiddleware (inside) restores the actor context var on its way out but
@@ -612,6 +588,45 @@ class TelemetryMiddleware:
                             status,
                             extra=access_fields(entry, ids, with_ids=False),
                         )
+
+    async def _send_error(
+        self, send: Send, exc: BaseException, rid_header: tuple[bytes, bytes], path: str
+    ) -> int:
+        renderer = self._renderers.for_path(path)
+        if renderer is None:
+            status, headers, body = error_response(exc, problem=self._problem)
+        else:
+            status, headers, body = renderer(as_aiaas_error(exc))
+        headers.append(rid_header)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return status
+
+    async def _untraced(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid_raw = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                rid_raw = value
+                break
+        with request_context(rid_raw) as rid:
+            rid_header = (b"x-request-id", rid.encode("ascii"))
+            started = False
+
+            async def send_with_id(message: Message) -> None:
+                nonlocal started
+                if message["type"] == "http.response.start":
+                    started = True
+                    message = {**message, "headers": [*message.get("headers", ()), rid_header]}
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception as exc:  # noqa: BLE001 -- rendered as the error body, logged
+                err = as_aiaas_error(exc)
+                if err.status >= 500:
+                    _ERRORS.error("unhandled exception in %s", scope["path"], exc_info=exc)
+                if not started:
+                    await self._send_error(send, err, rid_header, scope["path"])
 
 
 class ErrorResponse:

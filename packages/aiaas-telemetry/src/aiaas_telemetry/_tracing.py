@@ -36,26 +36,46 @@ import os
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
 import attrs
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import Span as _SdkSpan
+from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
+    Decision,
     ParentBased,
     Sampler,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import INVALID_SPAN_ID, INVALID_TRACE_ID, Tracer
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import (
+    INVALID_SPAN_ID,
+    INVALID_TRACE_ID,
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+    get_current_span,
+)
+from opentelemetry.util.types import AnyValue, Attributes
 
 from aiaas_core import ConfigError, ConfigProblem
 from aiaas_telemetry._metrics import TelemetryMetrics
@@ -284,6 +304,9 @@ class _CountingExporter(SpanExporter):
         count = len(spans)
         self._ledger._taken(count)
         try:
+            # The middleware's light server spans become the SDK's ReadableSpan here.
+            queued: Sequence[Any] = spans
+            spans = [s.readable() if type(s) is ServerSpan else s for s in queued]
             result = SpanExportResult.FAILURE if self._is_shutdown else self.inner.export(spans)
         except Exception:  # noqa: BLE001 -- an exporter bug must not kill the worker thread
             _log.warning("span exporter raised; %d span(s) dropped", count, exc_info=True)
@@ -376,6 +399,11 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             self._metrics.spans_dropped.labels("export_failed").inc(count)
 
     def on_end(self, span: ReadableSpan) -> None:
+        self.enqueue(span)
+
+    def enqueue(self, span: ReadableSpan | ServerSpan) -> None:
+        """Queue an ended span for export: the SDK's ``ReadableSpan`` (what :meth:`on_end`
+        receives) or a :class:`ServerSpan` (made readable in the export thread)."""
         if not (span.context and span.context.trace_flags.sampled):
             return
         with self._lock:
@@ -388,7 +416,7 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             return
         if full:  # the SDK drops the oldest queued span to make room for this one
             self._metrics.spans_dropped.labels("queue_full").inc()
-        super().on_end(span)
+        super().on_end(span)  # type: ignore[arg-type]  # a ServerSpan, see _CountingExporter
 
     def shutdown(self) -> None:
         with self._lock:
@@ -407,6 +435,356 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         if left:
             self._metrics.spans_dropped.labels("shutdown").inc(left)
         return left
+
+
+# ---------------------------------------------------------------------------- light server spans
+
+_sdk_log = logging.getLogger("opentelemetry.sdk.trace")  # where the SDK's span warnings go
+_UNSET: Final = Status(StatusCode.UNSET)
+_SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED: Final = TraceFlags(TraceFlags.DEFAULT)
+_PLAIN_VALUE_TYPES: Final = frozenset({str, int, float, bool})
+
+
+class ServerSpan(Span):
+    """The middleware's server span, recorded light: ids, times, name, attributes, status,
+    events and links in a slotted object, queued as it is and made into the SDK's
+    ``ReadableSpan`` only in the export thread (:meth:`readable`), where the SDK's attribute
+    and event limits are applied exactly as its ``Span`` applies them.
+
+    It is a full ``opentelemetry.trace.Span``: the application finds it with
+    ``trace.get_current_span()`` and may set attributes and the status, add events and links
+    and record exceptions, with the SDK span's rules (a value that is not a plain scalar is
+    checked and copied when set; a key set again moves to the end; calls after :meth:`end`
+    are ignored with the SDK's warning). Only :class:`ServerSpans` makes one, and only when the
+    tracer provider's one span processor is ours (see there).
+    """
+
+    __slots__ = (
+        "_attributes",
+        "_end_time",
+        "_events",
+        "_factory",
+        "_links",
+        "_name",
+        "_parent",
+        "_record_end",
+        "_span_context",
+        "_start_time",
+        "_status",
+    )
+
+    def __init__(
+        self,
+        factory: ServerSpans,
+        name: str,
+        span_context: SpanContext,
+        *,
+        parent: SpanContext | None,
+        attributes: dict[str, Any],
+        record_end: Callable[[], None],
+    ) -> None:
+        self._factory = factory
+        self._name = name
+        self._span_context = span_context
+        self._parent = parent
+        # A plain dict while nothing can be dropped (fewer than the limit, plain values, string
+        # keys): made the SDK's BoundedAttributes in the export thread. Otherwise, from then on,
+        # the SDK's BoundedAttributes itself, which drops and counts as it does in the SDK span.
+        limit = factory.limits.max_span_attributes
+        self._attributes: dict[str, Any] | BoundedAttributes = (
+            attributes if limit is None or len(attributes) <= limit else self._bounded(attributes)
+        )
+        self._record_end = record_end
+        self._events: BoundedList[Event] | None = None
+        self._links: BoundedList[Link] | None = None
+        self._status = _UNSET
+        self._end_time: int | None = None
+        self._start_time = time.time_ns()
+
+    # -- what the batch span processor reads of a span
+    @property
+    def context(self) -> SpanContext:
+        return self._span_context
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def get_span_context(self) -> SpanContext:
+        return self._span_context
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    def _ended(self, what: str) -> bool:
+        if self._end_time is None:
+            return False
+        _sdk_log.warning("Tried calling %s on an ended span.", what)
+        return True
+
+    def set_attribute(self, key: str, value: AnyValue) -> None:
+        if self._end_time is not None:
+            _sdk_log.warning("Setting attribute on ended span.")
+            return
+        self._set(key, value)
+
+    def set_attributes(self, attributes: Mapping[str, AnyValue]) -> None:
+        if self._end_time is not None:
+            _sdk_log.warning("Setting attribute on ended span.")
+            return
+        if type(self._attributes) is dict and all(
+            self._plain(key, value) for key, value in attributes.items()
+        ):
+            for key, value in attributes.items():
+                self._set(key, value)
+            return
+        bounded = self._bounded(self._attributes)
+        set_items = getattr(bounded, "_set_items", None)  # the SDK span's set_attributes
+        if set_items is None:  # pragma: no cover -- an SDK without it
+            bounded.update(attributes)
+        else:
+            set_items(attributes)
+
+    def _plain(self, key: object, value: object) -> bool:
+        """Whether ``key = value`` can go into the plain dict (nothing checked, copied or
+        dropped by the SDK for it)."""
+        attributes = self._attributes
+        limit = self._factory.limits.max_span_attributes
+        return (
+            type(value) in _PLAIN_VALUE_TYPES
+            and type(key) is str
+            and bool(key)
+            and (limit is None or key in attributes or len(attributes) < limit)
+        )
+
+    def _set(self, key: str, value: AnyValue) -> None:
+        attributes = self._attributes
+        if type(attributes) is dict and self._plain(key, value):
+            attributes.pop(key, None)  # a key set again moves to the end, as in the SDK
+            attributes[key] = value
+        else:
+            self._bounded(attributes)[key] = value
+
+    def _bounded(self, attributes: Mapping[str, Any]) -> BoundedAttributes:
+        """The SDK's attributes, from now on (made from the plain dict the first time)."""
+        if isinstance(attributes, BoundedAttributes):
+            return attributes
+        limits = self._factory.limits
+        bounded = self._attributes = BoundedAttributes(
+            limits.max_span_attributes,
+            attributes,
+            immutable=False,
+            max_value_len=limits.max_span_attribute_length,
+        )
+        return bounded
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        if self._ended("_add_event"):
+            return
+        limits = self._factory.limits
+        if self._events is None:
+            self._events = BoundedList(limits.max_events)
+        self._events.append(
+            Event(
+                name=name,
+                attributes=BoundedAttributes(
+                    limits.max_event_attributes,
+                    attributes,
+                    max_value_len=limits.max_attribute_length,
+                    immutable=True,
+                ),
+                timestamp=timestamp,
+            )
+        )
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        if not (context.is_valid or attributes or context.trace_state):
+            return  # as the SDK span: a link to nothing is not kept
+        if self._ended("_add_link"):
+            return
+        limits = self._factory.limits
+        if self._links is None:
+            self._links = BoundedList(limits.max_links)
+        self._links.append(
+            Link(
+                context=context,
+                attributes=BoundedAttributes(
+                    limits.max_link_attributes,
+                    attributes,
+                    max_value_len=limits.max_attribute_length,
+                    immutable=True,
+                ),
+            )
+        )
+
+    def update_name(self, name: str) -> None:
+        if not self._ended("update_name"):
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._ended("set_status"):
+            return
+        if self._status.status_code is StatusCode.OK:
+            return  # the SDK keeps an OK status
+        if isinstance(status, Status):
+            if status.status_code is StatusCode.UNSET:
+                return
+            if description is not None:
+                _sdk_log.warning(
+                    "Description %s ignored. Use either `Status` or `(StatusCode, Description)`",
+                    description,
+                )
+            self._status = status
+        elif status is not StatusCode.UNSET:
+            self._status = Status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        # The SDK span's own method: it builds the event's attributes and calls add_event.
+        _SdkSpan.record_exception(self, exception, attributes, timestamp, escaped)  # type: ignore[arg-type]
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end_time is not None:
+            _sdk_log.warning("Calling end() on an ended span.")
+            return
+        self._end_time = end_time if end_time is not None else time.time_ns()
+        self._record_end()
+        self._factory.processor.enqueue(self)
+
+    def readable(self) -> ReadableSpan:
+        """The SDK's ``ReadableSpan`` for this ended span, as the SDK's ``Span.end`` makes it."""
+        factory = self._factory
+        limits = factory.limits
+        attributes = self._attributes
+        if type(attributes) is dict:
+            attributes = BoundedAttributes(
+                limits.max_span_attributes,
+                attributes,
+                immutable=True,
+                max_value_len=limits.max_span_attribute_length,
+            )
+        return ReadableSpan(
+            name=self._name,
+            context=self._span_context,
+            parent=self._parent,
+            resource=factory.resource,
+            attributes=attributes,
+            events=self._events if self._events is not None else BoundedList(limits.max_events),
+            links=self._links if self._links is not None else BoundedList(limits.max_links),
+            kind=SpanKind.SERVER,
+            status=self._status,
+            start_time=self._start_time,
+            end_time=self._end_time,
+            instrumentation_info=factory.instrumentation_info,
+            instrumentation_scope=factory.instrumentation_scope,
+        )
+
+
+class ServerSpans:
+    """Starts the middleware's ``SERVER`` spans: a :class:`ServerSpan` when our counting batch
+    processor is the tracer provider's only span processor, the SDK's span otherwise.
+
+    The decision is taken per span: a processor added later with
+    ``tracer_provider.add_span_processor`` (which expects the SDK's ``Span`` in its ``on_start``)
+    makes every later server span the SDK's again. Sampling, ids, trace flags, trace state and the
+    SDK's own span metrics are those ``Tracer.start_span`` gives.
+    """
+
+    __slots__ = (
+        "_active",
+        "_ids",
+        "_light",
+        "_metrics",
+        "_only_ours",
+        "_sampler",
+        "_tracer",
+        "instrumentation_info",
+        "instrumentation_scope",
+        "limits",
+        "processor",
+        "resource",
+    )
+
+    def __init__(
+        self, provider: TracerProvider, tracer: Tracer, processor: CountingBatchSpanProcessor
+    ) -> None:
+        self._tracer = tracer
+        self.processor = processor
+        self.resource = provider.resource
+        self._sampler = provider.sampler
+        self._ids = provider.id_generator
+        # The SDK tracer's settings; without any of them (another SDK) every span is the SDK's.
+        limits = getattr(tracer, "_span_limits", None)
+        self.limits = limits if isinstance(limits, SpanLimits) else SpanLimits()
+        self.instrumentation_scope = getattr(tracer, "_instrumentation_scope", None)
+        self.instrumentation_info = getattr(tracer, "instrumentation_info", None)
+        self._metrics = getattr(tracer, "_tracer_metrics", None)
+        self._active = getattr(provider, "_active_span_processor", None)
+        self._only_ours = (processor,)
+        self._light = (
+            isinstance(tracer, SdkTracer)
+            and isinstance(limits, SpanLimits)
+            and self.instrumentation_scope is not None
+            and self._metrics is not None
+            and callable(getattr(tracer, "_is_enabled", None))
+            and self._active is not None
+        )
+
+    def start(self, name: str, context: Context | None, attributes: dict[str, Any]) -> Span:
+        """A started ``SERVER`` span named ``name``, child of the span in ``context`` (the
+        current context when ``None``), with ``attributes`` (which it may keep: pass a new dict).
+        """
+        tracer = self._tracer
+        if not (
+            self._light
+            and getattr(self._active, "_span_processors", None) == self._only_ours
+            and tracer._is_enabled()  # type: ignore[attr-defined]
+        ):
+            return tracer.start_span(
+                name, context=context, kind=SpanKind.SERVER, attributes=attributes
+            )
+        parent: SpanContext | None = get_current_span(context).get_span_context()
+        ids = self._ids
+        if parent is None or not parent.is_valid:
+            parent = None
+            trace_id = ids.generate_trace_id()
+            random_trace_id = ids.is_trace_id_random()
+        else:
+            trace_id = parent.trace_id
+            random_trace_id = parent.trace_flags.random_trace_id
+        sampled = self._sampler.should_sample(
+            context, trace_id, name, SpanKind.SERVER, attributes, ()
+        )
+        decision = sampled.decision
+        flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
+        if random_trace_id:
+            flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
+        span_context = SpanContext(
+            trace_id,
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=flags,
+            trace_state=sampled.trace_state,
+        )
+        record_end = self._metrics.start_span(parent, decision)  # type: ignore[union-attr]
+        if decision is Decision.DROP:
+            return NonRecordingSpan(span_context)
+        return ServerSpan(
+            self,
+            name,
+            span_context,
+            parent=parent,
+            attributes=dict(sampled.attributes or {}),
+            record_end=record_end,
+        )
 
 
 def _sampler(profile: TelemetryProfile) -> Sampler:

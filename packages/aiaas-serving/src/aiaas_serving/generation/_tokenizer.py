@@ -1,15 +1,16 @@
 """The generation tokenizer: text <-> token ids, chat templates, incremental detokenising.
 
 A :class:`GenerationTokenizer` wraps a ``tokenizers.Tokenizer`` -- read from a ``tokenizer.json``
-or rebuilt from a GGUF file's ``tokenizer.ggml.*`` metadata (byte-level BPE) -- with the model's
-special tokens and its chat template, rendered by jinja2 in a sandbox as ``transformers`` renders
-it. :class:`IncrementalDetokenizer` turns a stream of token ids into text deltas that never end
-inside a multi-byte character or a BPE piece.
+or rebuilt from a GGUF file's ``tokenizer.ggml.*`` metadata (byte-level or sentencepiece BPE) --
+with the model's special tokens and its chat template, rendered by jinja2 in a sandbox as
+``transformers`` renders it. :class:`IncrementalDetokenizer` turns a stream of token ids into
+text deltas that never end inside a multi-byte character or a BPE piece.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from numbers import Integral
@@ -31,6 +32,8 @@ __all__ = ["GenerationTokenizer", "IncrementalDetokenizer", "tokenizer_from_gguf
 _REPLACEMENT: Final = "\ufffd"
 _CONTROL_TOKEN: Final = 3  # llama.cpp's token types: 1 normal, 3 control, 4 user-defined
 _USER_DEFINED_TOKEN: Final = 4
+_GGUF_TOKENIZER_KINDS: Final = frozenset({"gpt2", "llama"})
+_SPIECE_SPACE: Final = "\u2581"  # sentencepiece's "▁", which stands for a space
 
 # llama.cpp's pre-tokenizer splits, by tokenizer.ggml.pre (see llama-vocab.cpp): the regexes
 # run in order, each splitting the pieces the previous one left.
@@ -307,57 +310,38 @@ def _require_jinja2() -> Any:
 
 
 def tokenizer_from_gguf_metadata(metadata: Mapping[str, Any]) -> GenerationTokenizer:
-    """Rebuild a byte-level BPE tokenizer from a GGUF file's ``tokenizer.*`` metadata.
+    """Rebuild a tokenizer from a GGUF file's ``tokenizer.*`` metadata, as transformers does.
 
-    ``metadata`` maps the GGUF keys (``tokenizer.ggml.tokens``, ``...merges``,
-    ``...token_type``, ``...pre``, the special ids, ``tokenizer.chat_template``) to plain
-    Python values. The pre-tokenizer follows llama.cpp's for ``tokenizer.ggml.pre``.
+    ``metadata`` maps the GGUF keys (``tokenizer.ggml.model``, ``...tokens``, ``...scores``,
+    ``...merges``, ``...token_type``, ``...pre``, the special ids and flags,
+    ``tokenizer.chat_template``) to plain Python values. Two kinds of vocabulary:
+
+    * ``gpt2``, byte-level BPE (SmolLM2, Llama 3, Qwen2): the pre-tokenizer follows llama.cpp's
+      for ``tokenizer.ggml.pre``;
+    * ``llama``, sentencepiece BPE (Llama 2, Mistral): pieces with ``▁`` for spaces, merges
+      ranked by the pieces' scores, ``<0x..>`` byte-fallback tokens for what no piece spells, a
+      ``▁`` before the text unless ``tokenizer.ggml.add_space_prefix`` is false, and BOS added
+      unless ``tokenizer.ggml.add_bos_token`` is false.
+
+    A missing or malformed vocabulary raises :class:`ModelFileInvalid`; another kind
+    :class:`ModelArchitectureUnsupported`.
     """
     tokenizers = _require_tokenizers()
     kind = metadata.get("tokenizer.ggml.model")
-    if kind != "gpt2":
+    if kind not in _GGUF_TOKENIZER_KINDS:
         raise ModelArchitectureUnsupported(
-            f"the GGUF tokenizer is {kind!r}; only byte-level BPE ('gpt2') tokenizers are "
-            "rebuilt from GGUF metadata: load the model's Hugging Face folder (tokenizer.json) "
-            "with load_hf_folder instead"
-        )
-    pre = metadata.get("tokenizer.ggml.pre", "default")
-    splits = _PRE_TOKENIZER_SPLITS.get(pre)
-    if splits is None:
-        raise ModelArchitectureUnsupported(
-            f"GGUF pre-tokenizer {pre!r} is not supported (supported: "
-            f"{', '.join(sorted(_PRE_TOKENIZER_SPLITS))})"
+            f"the GGUF tokenizer is {kind!r}; the tokenizers rebuilt from GGUF metadata are "
+            "byte-level BPE ('gpt2') and sentencepiece BPE ('llama'): load the model's Hugging "
+            "Face folder (tokenizer.json) with load_hf_folder instead"
         )
     tokens = metadata.get("tokenizer.ggml.tokens")
-    merges = metadata.get("tokenizer.ggml.merges")
-    if not isinstance(tokens, list) or not tokens or not isinstance(merges, list):
-        raise ModelFileInvalid("the GGUF file lacks tokenizer.ggml.tokens or tokenizer.ggml.merges")
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+        raise ModelFileInvalid("the GGUF file lacks tokenizer.ggml.tokens (a list of strings)")
     types = metadata.get("tokenizer.ggml.token_type") or [1] * len(tokens)
-    vocab = {token: index for index, token in enumerate(tokens)}
-    pairs: list[tuple[str, str]] = []
-    for merge in merges:
-        left, sep, right = str(merge).partition(" ")
-        if not sep:
-            raise ModelFileInvalid(f"malformed GGUF merge {merge!r}: expected 'left right'")
-        pairs.append((left, right))
-    models, pre_tokenizers, decoders = (
-        tokenizers.models,
-        tokenizers.pre_tokenizers,
-        tokenizers.decoders,
-    )
-    tokenizer = tokenizers.Tokenizer(
-        models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False)
-    )
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            *(
-                pre_tokenizers.Split(tokenizers.Regex(split), behavior="isolated")
-                for split in splits
-            ),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
+    if kind == "gpt2":
+        tokenizer = _byte_level_bpe(tokenizers, metadata, tokens)
+    else:
+        tokenizer = _sentencepiece_bpe(tokenizers, metadata, tokens)
     control = [
         tokenizers.AddedToken(token, special=True, normalized=False)
         for token, kind_id in zip(tokens, types, strict=False)
@@ -377,13 +361,6 @@ def tokenizer_from_gguf_metadata(metadata: Mapping[str, Any]) -> GenerationToken
         value = metadata.get(f"tokenizer.ggml.{key}")
         return value if isinstance(value, int) and 0 <= value < len(tokens) else None
 
-    bos, eos = token_of("bos_token_id"), token_of("eos_token_id")
-    if metadata.get("tokenizer.ggml.add_bos_token") and bos is not None:
-        tokenizer.post_processor = tokenizers.processors.TemplateProcessing(
-            single=f"{tokens[bos]}:0 $A:0",
-            pair=f"{tokens[bos]}:0 $A:0 {tokens[bos]}:1 $B:1",
-            special_tokens=[(tokens[bos], bos)],
-        )
     special: dict[str, str | None] = {}
     for name, key in (
         ("bos_token", "bos_token_id"),
@@ -393,6 +370,28 @@ def tokenizer_from_gguf_metadata(metadata: Mapping[str, Any]) -> GenerationToken
     ):
         token_id = token_of(key)
         special[name] = tokens[token_id] if token_id is not None else None
+    if kind == "llama":
+        # transformers makes the named tokens special (<unk> is not a control token).
+        named = dict.fromkeys(value for value in special.values() if value is not None)
+        tokenizer.add_special_tokens(
+            [tokenizers.AddedToken(token, special=True, normalized=False) for token in named]
+        )
+    bos, eos = token_of("bos_token_id"), token_of("eos_token_id")
+    # llama.cpp adds BOS to a sentencepiece vocabulary whose file does not say otherwise.
+    add_bos = metadata.get("tokenizer.ggml.add_bos_token", kind == "llama")
+    add_eos = kind == "llama" and metadata.get("tokenizer.ggml.add_eos_token", False)
+    template_pieces = [
+        *([(tokens[bos], bos)] if add_bos and bos is not None else []),
+        *([(tokens[eos], eos)] if add_eos and eos is not None else []),
+    ]
+    if template_pieces:
+        first = f"{tokens[bos]}:0 " if add_bos and bos is not None else ""
+        last = f" {tokens[eos]}:0" if add_eos and eos is not None else ""
+        tokenizer.post_processor = tokenizers.processors.TemplateProcessing(
+            single=f"{first}$A:0{last}",
+            pair=f"{first}$A:0{last} {first.replace(':0', ':1')}$B:1{last.replace(':0', ':1')}",
+            special_tokens=list(dict.fromkeys(template_pieces)),
+        )
     template = metadata.get("tokenizer.chat_template")
     return GenerationTokenizer(
         tokenizer,
@@ -401,6 +400,114 @@ def tokenizer_from_gguf_metadata(metadata: Mapping[str, Any]) -> GenerationToken
         chat_template=template if isinstance(template, str) else None,
         special_tokens=special,
     )
+
+
+def _merge_pairs(metadata: Mapping[str, Any]) -> list[tuple[str, str]] | None:
+    merges = metadata.get("tokenizer.ggml.merges")
+    if merges is None:
+        return None
+    if not isinstance(merges, list):
+        raise ModelFileInvalid("the GGUF tokenizer.ggml.merges must be a list of 'left right'")
+    pairs: list[tuple[str, str]] = []
+    for merge in merges:
+        left, sep, right = str(merge).partition(" ")
+        if not sep:
+            raise ModelFileInvalid(f"malformed GGUF merge {merge!r}: expected 'left right'")
+        pairs.append((left, right))
+    return pairs
+
+
+def _byte_level_bpe(tokenizers: Any, metadata: Mapping[str, Any], tokens: list[str]) -> Tokenizer:
+    pre = metadata.get("tokenizer.ggml.pre", "default")
+    splits = _PRE_TOKENIZER_SPLITS.get(pre)
+    if splits is None:
+        raise ModelArchitectureUnsupported(
+            f"GGUF pre-tokenizer {pre!r} is not supported (supported: "
+            f"{', '.join(sorted(_PRE_TOKENIZER_SPLITS))})"
+        )
+    pairs = _merge_pairs(metadata)
+    if pairs is None:
+        raise ModelFileInvalid("the GGUF file lacks tokenizer.ggml.merges")
+    vocab = {token: index for index, token in enumerate(tokens)}
+    models, pre_tokenizers, decoders = (
+        tokenizers.models,
+        tokenizers.pre_tokenizers,
+        tokenizers.decoders,
+    )
+    tokenizer: Tokenizer = tokenizers.Tokenizer(
+        models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False)
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            *(
+                pre_tokenizers.Split(tokenizers.Regex(split), behavior="isolated")
+                for split in splits
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def _sentencepiece_bpe(
+    tokenizers: Any, metadata: Mapping[str, Any], tokens: list[str]
+) -> Tokenizer:
+    """The BPE with byte fallback transformers' GGUF converter builds for a 'llama' vocabulary."""
+    vocab = {token: index for index, token in enumerate(tokens)}
+    pairs = _merge_pairs(metadata)
+    if pairs is None:
+        scores = metadata.get("tokenizer.ggml.scores")
+        if (
+            not isinstance(scores, list)
+            or len(scores) != len(tokens)
+            or not all(
+                isinstance(s, int | float) and not isinstance(s, bool) and math.isfinite(s)
+                for s in scores
+            )
+        ):
+            raise ModelFileInvalid(
+                "the GGUF sentencepiece ('llama') tokenizer needs tokenizer.ggml.scores, one "
+                f"finite number per token ({len(tokens)}), to rank its merges: the file lacks "
+                "them or they are malformed; convert the model again with llama.cpp's "
+                "convert_hf_to_gguf.py"
+            )
+        pairs = _merges_from_scores(tokens, vocab, scores)
+    models, pre_tokenizers, decoders = (
+        tokenizers.models,
+        tokenizers.pre_tokenizers,
+        tokenizers.decoders,
+    )
+    tokenizer: Tokenizer = tokenizers.Tokenizer(
+        models.BPE(vocab=vocab, merges=pairs, fuse_unk=True, byte_fallback=True)
+    )
+    prefix = metadata.get("tokenizer.ggml.add_space_prefix", True) is not False
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement=_SPIECE_SPACE, prepend_scheme="first" if prefix else "never", split=False
+    )
+    steps = [decoders.Replace(_SPIECE_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    if prefix:
+        steps.append(decoders.Strip(content=" ", left=1, right=0))
+    tokenizer.decoder = decoders.Sequence(steps)
+    return tokenizer
+
+
+def _merges_from_scores(
+    tokens: list[str], vocab: Mapping[str, int], scores: list[float]
+) -> list[tuple[str, str]]:
+    """The merges a scored vocabulary implies: every split of a piece into two pieces, the
+    pieces with the best score first (ties: longer left, then longer right piece first)."""
+    ranked: list[tuple[str, str, float]] = []
+    for piece, score in dict(zip(tokens, scores, strict=True)).items():
+        splits = [
+            (piece[:cut], piece[cut:])
+            for cut in range(1, len(piece))
+            if piece[:cut] in vocab and piece[cut:] in vocab
+        ]
+        splits.sort(key=lambda pair: (vocab[pair[0]], vocab[pair[1]]))
+        ranked.extend((left, right, score) for left, right in splits)
+    ranked.sort(key=lambda merge: (merge[2], len(merge[0]), len(merge[1])), reverse=True)
+    return [(left, right) for left, right, _ in ranked]
 
 
 class IncrementalDetokenizer:
