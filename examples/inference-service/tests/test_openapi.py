@@ -14,6 +14,7 @@ import torch
 from conftest import Platform, make_service, serve
 from inference_service import openapi_document
 from inference_service._app import ROUTES
+from inference_service._gateway import REFUSAL_REASONS, Refusal
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from aiaas_serving.generation import (
@@ -366,3 +367,20 @@ def test_v1_routes_document_their_errors_in_openai_shape(template: str, statuses
         if status != "200":
             ref = answer["content"]["application/json"]["schema"]["$ref"]
             assert ref == "#/components/schemas/Error"
+
+
+@pytest.mark.parametrize("reason", REFUSAL_REASONS)
+def test_every_refusal_body_matches_the_served_error_schema(reason: Any) -> None:
+    """The gateway's 429 bodies use OpenAI's own types (``requests``, ``tokens``,
+    ``insufficient_quota``): the served document admits them (the long fuzz campaign found 429s
+    that broke it)."""
+    doc = openapi_document(model=MODEL, version="1", chat_model=CHAT)
+    error = jsonschema.Draft202012Validator(
+        {"$ref": "#/components/schemas/Error", "components": doc["components"]}
+    )
+    code = "INSUFFICIENT_QUOTA" if reason == "insufficient_quota" else "RATE_LIMIT_EXCEEDED"
+    body = json.loads(Refusal(reason, code, "refused", ()).body())
+    error.validate(body)
+    assert body["error"]["type"] in {"requests", "tokens", "insufficient_quota"}
+    with pytest.raises(jsonschema.ValidationError):
+        error.validate({"error": {**body["error"], "type": "not_an_openai_type"}})

@@ -53,6 +53,11 @@ OPENAI_ERROR: Final[dict[str, Any]] = {
                         "permission_error",
                         "rate_limit_error",
                         "server_error",
+                        # OpenAI's own types of a rate-limit or quota refusal (429), which the
+                        # gateway answers as OpenAI does
+                        "requests",
+                        "tokens",
+                        "insufficient_quota",
                     ],
                 },
                 "param": {"type": ["string", "null"]},
