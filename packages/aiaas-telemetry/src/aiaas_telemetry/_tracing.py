@@ -736,6 +736,9 @@ class ServerSpans:
             and self._metrics is not None
             and callable(getattr(tracer, "_is_enabled", None))
             and self._active is not None
+            # random-trace-id flags (opentelemetry 1.42): older SDKs get their own span
+            and callable(getattr(self._ids, "is_trace_id_random", None))
+            and hasattr(TraceFlags, "RANDOM_TRACE_ID")
         )
 
     def start(self, name: str, context: Context | None, attributes: dict[str, Any]) -> Span:
