@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from gguf_kit import GGUF_NAMES
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from aiaas_serving.generation import (
@@ -68,23 +69,6 @@ def _permute(weights: np.ndarray, heads: int) -> np.ndarray:
         .swapaxes(1, 2)
         .reshape(weights.shape)
     )
-
-
-GGUF_NAMES = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.bias": "attn_v.bias",
-    "self_attn.o_proj.bias": "attn_output.bias",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
 
 
 def write_gguf(

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from gguf_kit import GGUF_NAMES
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
@@ -236,20 +237,6 @@ def _fields(config: LlamaConfig) -> dict[str, Any]:
 
 # -- GGUF files: sentencepiece Llama 2 / Mistral, Qwen2, rope scaling -----------------------------
 
-_GGUF_LAYER = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.bias": "attn_v.bias",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
 _GGUF_GLOBAL = {
     "model.embed_tokens.weight": "token_embd.weight",
     "model.norm.weight": "output_norm.weight",
@@ -340,7 +327,7 @@ def write_gguf(
         values = tensor.detach().float().numpy()
         if key.startswith("model.layers."):
             _, _, layer, rest = key.split(".", 3)
-            target = f"blk.{layer}.{_GGUF_LAYER[rest]}"
+            target = f"blk.{layer}.{GGUF_NAMES[rest]}"
             if architecture == "llama" and ".attn_q." in target:
                 values = _permute(values, heads)
             elif architecture == "llama" and ".attn_k." in target:
